@@ -1,0 +1,1 @@
+//! loco-discovery: a push gateway for Kubernetes service discovery.
