@@ -1,0 +1,664 @@
+//! `EndpointIndex`: EndpointSlices in, instances and typed deltas out.
+//!
+//! Pure and synchronous: no I/O, no clock (the caller passes `now`), no logging. Problems
+//! found in an object come back as [`Anomaly`] values for the caller to log and count.
+//!
+//! Every change recomputes the *whole* service from all its slices and diffs the result
+//! against the previous instance set: endpoints move between slices and dual-stack pods
+//! sit in two slices, so a per-slice diff would report false remove/add pairs.
+
+use crate::model::{
+    Addresses, Delta, DeltaKind, Health, Instance, KubernetesInfo, ServiceRef, Status, TargetRef,
+};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Settings that shape the instances built from endpoints.
+#[derive(Clone, Debug)]
+pub struct IndexConfig {
+    /// The cluster's DNS domain, used in `dnsName`.
+    pub cluster_domain: String,
+    /// The VNC port used in `vncUrl` when the slice names no `vnc` port.
+    pub default_vnc_port: i32,
+    /// The health port used in `healthUrl` when the slice names no `health` port.
+    pub default_health_port: i32,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            cluster_domain: "cluster.local".into(),
+            default_vnc_port: 5901,
+            default_health_port: 8080,
+        }
+    }
+}
+
+/// Why part of an object was unusable or unusual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnomalyReason {
+    /// The slice has no name; it cannot be tracked and is skipped.
+    MissingName,
+    /// The slice lacks `kubernetes.io/service-name`; it belongs to no service and is skipped.
+    MissingServiceLabel,
+    /// `addressType` is FQDN (deprecated, ignored by kube-proxy too) or unknown; skipped.
+    UnsupportedAddressType,
+    /// An endpoint with no address; the endpoint is skipped.
+    NoAddresses,
+    /// An endpoint with no `targetRef`; identified by its hostname or address instead.
+    NoTargetRef,
+    /// Several ports without a name; the first one is kept as `default`.
+    UnnamedPort,
+    /// The pod name ends in no ordinal; the instance id is the pod name.
+    NoOrdinal,
+    /// The same pod twice in one slice; the entries are merged.
+    DuplicateEndpoint,
+}
+
+impl AnomalyReason {
+    /// A stable snake_case name, used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyReason::MissingName => "missing_name",
+            AnomalyReason::MissingServiceLabel => "missing_service_label",
+            AnomalyReason::UnsupportedAddressType => "unsupported_address_type",
+            AnomalyReason::NoAddresses => "no_addresses",
+            AnomalyReason::NoTargetRef => "no_target_ref",
+            AnomalyReason::UnnamedPort => "unnamed_port",
+            AnomalyReason::NoOrdinal => "no_ordinal",
+            AnomalyReason::DuplicateEndpoint => "duplicate_endpoint",
+        }
+    }
+}
+
+/// Something wrong or unusual found in one EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anomaly {
+    pub reason: AnomalyReason,
+    pub namespace: String,
+    pub slice: String,
+    pub detail: String,
+}
+
+/// What one index operation produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub deltas: Vec<Delta>,
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// One endpoint of a slice, reduced to what instances are built from.
+#[derive(Clone, Debug, PartialEq)]
+struct ParsedEndpoint {
+    /// The pod name, else the hostname, else the first address.
+    identity: String,
+    ordinal: Option<u32>,
+    target_ref: Option<TargetRef>,
+    addresses: Vec<String>,
+    hostname: Option<String>,
+    node_name: Option<String>,
+    zone: Option<String>,
+    hint_zones: Vec<String>,
+    status: Status,
+}
+
+/// A slice reduced to its service, ports and endpoints.
+#[derive(Clone, Debug, PartialEq)]
+struct ParsedSlice {
+    service: ServiceRef,
+    ports: BTreeMap<String, i32>,
+    endpoints: Vec<ParsedEndpoint>,
+}
+
+#[derive(Debug, Default)]
+struct ServiceEntry {
+    /// Slices of the service by slice name, so merging is in a stable order.
+    slices: BTreeMap<String, ParsedSlice>,
+    /// Instances by key.
+    instances: HashMap<String, Instance>,
+}
+
+/// The materialized view: every watched service's slices and the instances behind them.
+#[derive(Debug, Default)]
+pub struct EndpointIndex {
+    config: IndexConfig,
+    services: BTreeMap<ServiceRef, ServiceEntry>,
+    /// Which service each slice `(namespace, name)` currently counts for.
+    slice_owner: HashMap<(String, String), ServiceRef>,
+    /// Slices gathered during a re-list, swapped in at its end.
+    relist: Option<Vec<EndpointSlice>>,
+}
+
+impl EndpointIndex {
+    pub fn new(config: IndexConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// Builds an index holding exactly `slices`, with every instance transitioned at `now`.
+    pub fn from_slices<'a>(
+        config: IndexConfig,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut index = Self::new(config);
+        index.begin_relist();
+        for slice in slices {
+            index.relist_apply(slice.clone());
+        }
+        index.finish_relist(now);
+        index
+    }
+
+    /// Adds or replaces a slice (a watch ADDED or MODIFIED).
+    pub fn apply(&mut self, slice: &EndpointSlice, now: DateTime<Utc>) -> Outcome {
+        let mut outcome = Outcome::default();
+        let Some(name) = slice_name(slice, &mut outcome.anomalies) else {
+            return outcome;
+        };
+        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+        let parsed = parse_slice(slice, &namespace, &name, &mut outcome.anomalies);
+        let key = (namespace, name.clone());
+        let mut touched = Vec::new();
+        let previous_owner = self.slice_owner.remove(&key);
+        if let Some(owner) = &previous_owner {
+            if let Some(entry) = self.services.get_mut(owner) {
+                entry.slices.remove(&name);
+            }
+            touched.push(owner.clone());
+        }
+        if let Some(parsed) = parsed {
+            let owner = parsed.service.clone();
+            self.slice_owner.insert(key, owner.clone());
+            self.services
+                .entry(owner.clone())
+                .or_default()
+                .slices
+                .insert(name, parsed);
+            if previous_owner.as_ref() != Some(&owner) {
+                touched.push(owner);
+            }
+        }
+        for service in touched {
+            self.recompute(&service, now, &mut outcome.deltas);
+        }
+        outcome
+    }
+
+    /// Removes a slice (a watch DELETED).
+    pub fn delete(&mut self, slice: &EndpointSlice, now: DateTime<Utc>) -> Outcome {
+        let mut outcome = Outcome::default();
+        let Some(name) = slice_name(slice, &mut outcome.anomalies) else {
+            return outcome;
+        };
+        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+        if let Some(owner) = self.slice_owner.remove(&(namespace, name.clone())) {
+            if let Some(entry) = self.services.get_mut(&owner) {
+                entry.slices.remove(&name);
+            }
+            self.recompute(&owner, now, &mut outcome.deltas);
+        }
+        outcome
+    }
+
+    /// Starts a re-list: slices now gather aside until [`finish_relist`](Self::finish_relist).
+    pub fn begin_relist(&mut self) {
+        self.relist = Some(Vec::new());
+    }
+
+    /// Adds one listed slice to the re-list under way (or applies nothing if none is).
+    pub fn relist_apply(&mut self, slice: EndpointSlice) {
+        self.relist.get_or_insert_with(Vec::new).push(slice);
+    }
+
+    /// Ends a re-list: the listed slices replace the whole state, and only the net change
+    /// since the state before the re-list comes out as deltas.
+    pub fn finish_relist(&mut self, now: DateTime<Utc>) -> Outcome {
+        let mut outcome = Outcome::default();
+        let listed = self.relist.take().unwrap_or_default();
+        let mut fresh: BTreeMap<ServiceRef, ServiceEntry> = BTreeMap::new();
+        let mut owners = HashMap::new();
+        for slice in &listed {
+            let Some(name) = slice_name(slice, &mut outcome.anomalies) else {
+                continue;
+            };
+            let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+            if let Some(parsed) = parse_slice(slice, &namespace, &name, &mut outcome.anomalies) {
+                owners.insert((namespace, name.clone()), parsed.service.clone());
+                fresh
+                    .entry(parsed.service.clone())
+                    .or_default()
+                    .slices
+                    .insert(name, parsed);
+            }
+        }
+        let mut services: Vec<ServiceRef> = self.services.keys().cloned().collect();
+        for service in fresh.keys() {
+            if !self.services.contains_key(service) {
+                services.push(service.clone());
+            }
+        }
+        services.sort();
+        for service in &services {
+            let slices = fresh
+                .get_mut(service)
+                .map(|e| std::mem::take(&mut e.slices))
+                .unwrap_or_default();
+            self.services.entry(service.clone()).or_default().slices = slices;
+        }
+        self.slice_owner = owners;
+        for service in &services {
+            self.recompute(service, now, &mut outcome.deltas);
+        }
+        outcome
+    }
+
+    /// Whether a re-list is under way.
+    pub fn relisting(&self) -> bool {
+        self.relist.is_some()
+    }
+
+    /// Every instance, ordered by service, then ordinal.
+    pub fn instances(&self) -> Vec<&Instance> {
+        let mut all: Vec<&Instance> = Vec::new();
+        for entry in self.services.values() {
+            let start = all.len();
+            all.extend(entry.instances.values());
+            all[start..].sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        }
+        all
+    }
+
+    /// The instances of one service, in ordinal order.
+    pub fn service_instances(&self, service: &ServiceRef) -> Vec<&Instance> {
+        let mut list: Vec<&Instance> = self
+            .services
+            .get(service)
+            .map(|e| e.instances.values().collect())
+            .unwrap_or_default();
+        list.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        list
+    }
+
+    /// Rebuilds the instances of `service` from its slices and appends the deltas.
+    fn recompute(&mut self, service: &ServiceRef, now: DateTime<Utc>, deltas: &mut Vec<Delta>) {
+        let Some(entry) = self.services.get_mut(service) else {
+            return;
+        };
+        let built = build_instances(&self.config, service, &entry.slices, now);
+        let old = std::mem::take(&mut entry.instances);
+        let mut next: HashMap<String, Instance> = HashMap::with_capacity(built.len());
+        let mut changes: Vec<Delta> = Vec::new();
+        for mut instance in built {
+            match old.get(&instance.key) {
+                None => changes.push(delta(DeltaKind::InstanceAdded, None, &instance)),
+                Some(previous) if previous.status == instance.status => {
+                    instance.health.last_transition = previous.health.last_transition;
+                    if *previous != instance {
+                        changes.push(delta(DeltaKind::InstanceUpdated, None, &instance));
+                    }
+                }
+                Some(_) => {
+                    let (kind, reason) = match instance.status {
+                        Status::Ready => (DeltaKind::InstanceReady, None),
+                        Status::Offline => (DeltaKind::InstanceNotReady, Some("terminating")),
+                        Status::Booting | Status::Degraded => {
+                            (DeltaKind::InstanceNotReady, Some("not-serving"))
+                        }
+                    };
+                    changes.push(delta(kind, reason, &instance));
+                }
+            }
+            next.insert(instance.key.clone(), instance);
+        }
+        for (key, previous) in old {
+            if !next.contains_key(&key) {
+                changes.push(delta(DeltaKind::InstanceRemoved, None, &previous));
+            }
+        }
+        changes.sort_by(|a, b| a.instance.sort_key().cmp(&b.instance.sort_key()));
+        deltas.extend(changes);
+        if next.is_empty() && entry.slices.is_empty() {
+            self.services.remove(service);
+        } else {
+            entry.instances = next;
+        }
+    }
+}
+
+fn delta(kind: DeltaKind, reason: Option<&str>, instance: &Instance) -> Delta {
+    Delta {
+        kind,
+        namespace: instance.namespace.clone(),
+        service: instance.service.clone(),
+        instance_id: instance.id.clone(),
+        reason: reason.map(str::to_owned),
+        instance: instance.clone(),
+    }
+}
+
+fn slice_name(slice: &EndpointSlice, anomalies: &mut Vec<Anomaly>) -> Option<String> {
+    match slice.metadata.name.as_deref() {
+        Some(name) if !name.is_empty() => Some(name.to_owned()),
+        _ => {
+            anomalies.push(Anomaly {
+                reason: AnomalyReason::MissingName,
+                namespace: slice.metadata.namespace.clone().unwrap_or_default(),
+                slice: String::new(),
+                detail: "EndpointSlice without metadata.name".into(),
+            });
+            None
+        }
+    }
+}
+
+/// The ordinal of a StatefulSet pod: the digits after the last `-`.
+pub fn ordinal_of(pod_name: &str) -> Option<u32> {
+    let (_, tail) = pod_name.rsplit_once('-')?;
+    if tail.is_empty() || !tail.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    tail.parse().ok()
+}
+
+/// The instance status from an endpoint's conditions.
+///
+/// `serving` decides readiness, not `ready`: with `publishNotReadyAddresses: true` the
+/// API reports `ready=true` for every endpoint. A nil `serving` means true and a nil
+/// `terminating` means false, as the API defines them; a nil `serving` next to an
+/// explicit `ready=false` comes from a controller that predates `serving`, and then
+/// `ready` is the only readiness signal there is.
+pub fn status_of(endpoint: &Endpoint) -> Status {
+    let conditions = endpoint.conditions.clone().unwrap_or_default();
+    if conditions.terminating == Some(true) {
+        return Status::Offline;
+    }
+    let serving = match conditions.serving {
+        Some(serving) => serving,
+        None => conditions.ready != Some(false),
+    };
+    if serving {
+        Status::Ready
+    } else {
+        Status::Booting
+    }
+}
+
+fn parse_slice(
+    slice: &EndpointSlice,
+    namespace: &str,
+    name: &str,
+    anomalies: &mut Vec<Anomaly>,
+) -> Option<ParsedSlice> {
+    let mut report = |reason: AnomalyReason, detail: String| {
+        anomalies.push(Anomaly {
+            reason,
+            namespace: namespace.to_owned(),
+            slice: name.to_owned(),
+            detail,
+        })
+    };
+    let service_name = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
+        .filter(|s| !s.is_empty());
+    let Some(service_name) = service_name else {
+        report(
+            AnomalyReason::MissingServiceLabel,
+            format!("no {SERVICE_NAME_LABEL} label"),
+        );
+        return None;
+    };
+    if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
+        report(
+            AnomalyReason::UnsupportedAddressType,
+            format!("addressType {:?}", slice.address_type),
+        );
+        return None;
+    }
+    let mut ports = BTreeMap::new();
+    let mut unnamed = 0;
+    for port in slice.ports.iter().flatten() {
+        let Some(number) = port.port else { continue };
+        let port_name = match port.name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => {
+                unnamed += 1;
+                "default".to_owned()
+            }
+        };
+        ports.entry(port_name).or_insert(number);
+    }
+    if unnamed > 1 {
+        report(
+            AnomalyReason::UnnamedPort,
+            format!("{unnamed} ports without a name"),
+        );
+    }
+    let mut endpoints = Vec::with_capacity(slice.endpoints.len());
+    let mut seen = HashSet::new();
+    for (position, endpoint) in slice.endpoints.iter().enumerate() {
+        let addresses: Vec<String> = endpoint
+            .addresses
+            .iter()
+            .filter(|a| !a.is_empty())
+            .cloned()
+            .collect();
+        if addresses.is_empty() {
+            report(
+                AnomalyReason::NoAddresses,
+                format!("endpoint {position} has no address"),
+            );
+            continue;
+        }
+        let target_ref = endpoint
+            .target_ref
+            .as_ref()
+            .and_then(|r| r.name.as_ref().map(|n| (r, n)))
+            .filter(|(_, n)| !n.is_empty())
+            .map(|(r, n)| TargetRef {
+                kind: r.kind.clone().unwrap_or_else(|| "Pod".into()),
+                name: n.clone(),
+                namespace: r.namespace.clone().unwrap_or_else(|| namespace.to_owned()),
+                uid: r.uid.clone(),
+            });
+        let hostname = endpoint.hostname.clone().filter(|h| !h.is_empty());
+        let identity = match (&target_ref, &hostname) {
+            (Some(r), _) => r.name.clone(),
+            (None, Some(h)) => h.clone(),
+            (None, None) => addresses[0].clone(),
+        };
+        if target_ref.is_none() {
+            report(
+                AnomalyReason::NoTargetRef,
+                format!("endpoint {identity} has no targetRef"),
+            );
+        }
+        let ordinal = ordinal_of(&identity);
+        if ordinal.is_none() {
+            report(
+                AnomalyReason::NoOrdinal,
+                format!("endpoint {identity} has no ordinal"),
+            );
+        }
+        if !seen.insert(identity.clone()) {
+            report(
+                AnomalyReason::DuplicateEndpoint,
+                format!("endpoint {identity} listed twice"),
+            );
+        }
+        let hint_zones = endpoint
+            .hints
+            .as_ref()
+            .and_then(|h| h.for_zones.as_ref())
+            .map(|zones| zones.iter().map(|z| z.name.clone()).collect())
+            .unwrap_or_default();
+        endpoints.push(ParsedEndpoint {
+            identity,
+            ordinal,
+            target_ref,
+            addresses,
+            hostname,
+            node_name: endpoint.node_name.clone().filter(|n| !n.is_empty()),
+            zone: endpoint.zone.clone().filter(|z| !z.is_empty()),
+            hint_zones,
+            status: status_of(endpoint),
+        });
+    }
+    Some(ParsedSlice {
+        service: ServiceRef::new(namespace, service_name.clone()),
+        ports,
+        endpoints,
+    })
+}
+
+/// Sorts addresses IPv4 first, then IPv6, then anything unparsable, each group in order.
+fn sort_addresses(addresses: &mut Vec<String>) {
+    addresses.sort_by_key(|a| {
+        let rank = match a.parse::<IpAddr>() {
+            Ok(IpAddr::V4(_)) => 0,
+            Ok(IpAddr::V6(_)) => 1,
+            Err(_) => 2,
+        };
+        (rank, a.clone())
+    });
+    addresses.dedup();
+}
+
+/// Builds the instances of one service from its slices (in slice-name order, so the
+/// result never depends on the order events arrived in).
+fn build_instances(
+    config: &IndexConfig,
+    service: &ServiceRef,
+    slices: &BTreeMap<String, ParsedSlice>,
+    now: DateTime<Utc>,
+) -> Vec<Instance> {
+    struct Merged<'a> {
+        first: &'a ParsedEndpoint,
+        addresses: Vec<String>,
+        status: Status,
+        ports: BTreeMap<String, i32>,
+        node_name: Option<String>,
+        zone: Option<String>,
+        hint_zones: Vec<String>,
+    }
+    let mut merged: BTreeMap<&str, Merged> = BTreeMap::new();
+    for slice in slices.values() {
+        for endpoint in &slice.endpoints {
+            let entry = merged
+                .entry(endpoint.identity.as_str())
+                .or_insert_with(|| Merged {
+                    first: endpoint,
+                    addresses: Vec::new(),
+                    status: endpoint.status,
+                    ports: BTreeMap::new(),
+                    node_name: None,
+                    zone: None,
+                    hint_zones: Vec::new(),
+                });
+            entry.addresses.extend(endpoint.addresses.iter().cloned());
+            // The most available condition wins, so the result is order-independent.
+            entry.status = entry.status.min(endpoint.status);
+            for (name, port) in &slice.ports {
+                entry.ports.entry(name.clone()).or_insert(*port);
+            }
+            if entry.node_name.is_none() {
+                entry.node_name = endpoint.node_name.clone();
+            }
+            if entry.zone.is_none() {
+                entry.zone = endpoint.zone.clone();
+            }
+            entry.hint_zones.extend(endpoint.hint_zones.iter().cloned());
+        }
+    }
+    // `instance-N` goes to one pod per ordinal; another pod with the same ordinal (two
+    // StatefulSets behind one Service) keeps its pod name as id.
+    let mut taken_ordinals = HashSet::new();
+    merged
+        .into_values()
+        .map(|mut m| {
+            sort_addresses(&mut m.addresses);
+            m.hint_zones.sort();
+            m.hint_zones.dedup();
+            let ordinal = m.first.ordinal.filter(|o| taken_ordinals.insert(*o));
+            let pod_name = m.first.identity.clone();
+            let hostname = m.first.hostname.clone().unwrap_or_else(|| pod_name.clone());
+            let dns_name = format!(
+                "{hostname}.{}.{}.svc.{}",
+                service.name, service.namespace, config.cluster_domain
+            );
+            let pod_ip = m.addresses.first().cloned();
+            let id = match ordinal {
+                Some(n) => format!("instance-{n}"),
+                None => pod_name.clone(),
+            };
+            let name = match ordinal {
+                Some(0) => "Windows 98 - Game Server".to_owned(),
+                Some(n) => format!("Windows 98 - Client {n}"),
+                None => pod_name.clone(),
+            };
+            let vnc_port = m
+                .ports
+                .get("vnc")
+                .copied()
+                .unwrap_or(config.default_vnc_port);
+            let health_port = m
+                .ports
+                .get("health")
+                .copied()
+                .unwrap_or(config.default_health_port);
+            let health_url = pod_ip.as_deref().map(|ip| match ip.parse::<IpAddr>() {
+                Ok(IpAddr::V6(_)) => format!("http://[{ip}]:{health_port}"),
+                _ => format!("http://{ip}:{health_port}"),
+            });
+            let status = m.status;
+            Instance {
+                key: format!("{}/{}/{}", service.namespace, service.name, pod_name),
+                stream_url: format!("/proxy/vnc/{id}"),
+                vnc_url: format!("{dns_name}:{vnc_port}"),
+                id,
+                ordinal,
+                name,
+                status,
+                ready: status == Status::Ready,
+                provisioned: true,
+                service: service.name.clone(),
+                namespace: service.namespace.clone(),
+                addresses: Addresses {
+                    pod_ip,
+                    pod_ips: m.addresses,
+                    hostname,
+                    dns_name,
+                },
+                ports: m.ports,
+                health: Health {
+                    ready: status == Status::Ready,
+                    last_transition: now,
+                    details: status.details().to_owned(),
+                },
+                health_url,
+                kubernetes: KubernetesInfo {
+                    namespace: service.namespace.clone(),
+                    service: service.name.clone(),
+                    node_name: m.node_name,
+                    zone: m.zone,
+                    hint_zones: m.hint_zones,
+                    target_ref: m.first.target_ref.clone(),
+                },
+                pod_name,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

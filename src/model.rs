@@ -1,0 +1,281 @@
+//! The gateway's plain data types and their wire JSON.
+//!
+//! Field names follow what the lego-loco frontend already reads from
+//! `GET /api/instances/live` (camelCase, `instance-N` ids, the status words it draws), so
+//! the gateway is a drop-in for the backend's discovery API. Nothing here knows about
+//! kube, tokio or warp.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Serializes a time as RFC 3339 with millisecond precision and a `Z`, like JavaScript's
+/// `Date.toISOString()`, which the frontend's existing code produces and parses.
+pub fn iso_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// A Kubernetes Service the gateway watches, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// An instance's health as the lego-loco frontend draws it.
+///
+/// Only words the frontend already understands are used: `ready`, `booting`, `degraded`
+/// and `offline`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Serving and not terminating.
+    Ready,
+    /// Serving per Kubernetes, but an active health probe fails.
+    Degraded,
+    /// Not serving (still starting, or failing its readiness probe).
+    Booting,
+    /// Terminating.
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "ready",
+            Status::Degraded => "degraded",
+            Status::Booting => "booting",
+            Status::Offline => "offline",
+        }
+    }
+
+    /// Parses a status word as used in query filters.
+    pub fn parse(word: &str) -> Option<Status> {
+        match word {
+            "ready" => Some(Status::Ready),
+            "degraded" => Some(Status::Degraded),
+            "booting" => Some(Status::Booting),
+            "offline" => Some(Status::Offline),
+            _ => None,
+        }
+    }
+
+    /// The human-readable explanation carried in `health.details`.
+    pub fn details(self) -> &'static str {
+        match self {
+            Status::Ready => "serving",
+            Status::Degraded => "serving, health probe failing",
+            Status::Booting => "not serving",
+            Status::Offline => "terminating",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an instance can be reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Addresses {
+    /// The preferred address (IPv4 first on dual-stack pods).
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    /// Every address of the pod, across the IPv4 and IPv6 slices.
+    #[serde(rename = "podIPs")]
+    pub pod_ips: Vec<String>,
+    pub hostname: String,
+    /// `<hostname>.<service>.<namespace>.svc.<cluster domain>`.
+    pub dns_name: String,
+}
+
+/// Readiness as Kubernetes reports it, with the time of the last real change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub ready: bool,
+    #[serde(serialize_with = "iso_time")]
+    pub last_transition: DateTime<Utc>,
+    pub details: String,
+}
+
+/// The object an endpoint points at (normally the Pod).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: Option<String>,
+}
+
+/// Kubernetes placement facts about an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesInfo {
+    pub namespace: String,
+    pub service: String,
+    pub node_name: Option<String>,
+    pub zone: Option<String>,
+    /// Zones from the EndpointSlice's topology hints (`hints.forZones`).
+    pub hint_zones: Vec<String>,
+    pub target_ref: Option<TargetRef>,
+}
+
+/// One emulator instance (one pod behind the watched Service).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    /// `instance-N` from the pod's ordinal; the pod name when it has none.
+    pub id: String,
+    /// Unique across services: `<namespace>/<service>/<pod>`.
+    pub key: String,
+    pub ordinal: Option<u32>,
+    pub name: String,
+    pub status: Status,
+    pub ready: bool,
+    /// The instance exists in the cluster (as opposed to a configured-but-absent slot).
+    pub provisioned: bool,
+    pub pod_name: String,
+    pub service: String,
+    pub namespace: String,
+    pub addresses: Addresses,
+    /// Port numbers by port name (`vnc`, `health`, ...).
+    pub ports: BTreeMap<String, i32>,
+    pub health: Health,
+    pub stream_url: String,
+    pub vnc_url: String,
+    pub health_url: Option<String>,
+    pub kubernetes: KubernetesInfo,
+}
+
+impl Instance {
+    /// The order the lego-loco grid fills its slots in: by ordinal, then by pod name.
+    pub fn sort_key(&self) -> (u32, &str, &str) {
+        (
+            self.ordinal.unwrap_or(u32::MAX),
+            self.pod_name.as_str(),
+            self.key.as_str(),
+        )
+    }
+}
+
+/// What changed about one instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DeltaKind {
+    InstanceAdded,
+    InstanceReady,
+    InstanceNotReady,
+    InstanceRemoved,
+    /// A change that is not a status transition: a new IP, port, node or zone.
+    InstanceUpdated,
+}
+
+impl DeltaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeltaKind::InstanceAdded => "InstanceAdded",
+            DeltaKind::InstanceReady => "InstanceReady",
+            DeltaKind::InstanceNotReady => "InstanceNotReady",
+            DeltaKind::InstanceRemoved => "InstanceRemoved",
+            DeltaKind::InstanceUpdated => "InstanceUpdated",
+        }
+    }
+}
+
+impl fmt::Display for DeltaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A typed change to the instance set, carrying the instance's full new state (its last
+/// known state for `InstanceRemoved`), so that a client applies it without a lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delta {
+    #[serde(rename = "type")]
+    pub kind: DeltaKind,
+    pub namespace: String,
+    pub service: String,
+    pub instance_id: String,
+    /// Why an instance is not ready: `not-serving` or `terminating`.
+    pub reason: Option<String>,
+    pub instance: Instance,
+}
+
+/// Counts in the frontend's spelling: `ready + degraded + notReady == total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub total: usize,
+    pub ready: usize,
+    pub degraded: usize,
+    pub not_ready: usize,
+}
+
+impl Stats {
+    pub fn count<'a>(instances: impl IntoIterator<Item = &'a Instance>) -> Stats {
+        let mut stats = Stats::default();
+        for instance in instances {
+            stats.total += 1;
+            match instance.status {
+                Status::Ready => stats.ready += 1,
+                Status::Degraded => stats.degraded += 1,
+                Status::Booting | Status::Offline => stats.not_ready += 1,
+            }
+        }
+        stats
+    }
+}
+
+/// Counts in the seed plan's spelling, served beside [`Stats`] so both clients work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub total: usize,
+    pub ready: usize,
+    pub not_ready: usize,
+    #[serde(serialize_with = "iso_time")]
+    pub last_update: DateTime<Utc>,
+}
+
+/// The body of `GET /api/instances/live`: the whole view, for first paint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// The discovery mode, e.g. `kubernetes-endpointslices` (the frontend tests
+    /// `mode.includes('kubernetes')`).
+    pub mode: String,
+    /// The same value under the seed plan's name.
+    pub discovery_mode: String,
+    pub namespace: String,
+    /// The watched service; several are joined with `,`.
+    pub service_name: String,
+    pub services: Vec<String>,
+    /// When the view last changed (or was last confirmed by a full list).
+    #[serde(serialize_with = "iso_time")]
+    pub last_update: DateTime<Utc>,
+    pub stats: Stats,
+    pub summary: Summary,
+    pub instances: Vec<Instance>,
+}
