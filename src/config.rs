@@ -1,0 +1,247 @@
+//! Command line and environment → validated settings.
+//!
+//! Every flag can also come from the environment, with the names the lego-loco
+//! deployment already uses (`KUBERNETES_NAMESPACE`, `EMULATOR_SERVICE_NAME`,
+//! `DISCOVERY_MODE`) plus `LISTEN_ADDR`.
+
+use crate::index::IndexConfig;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loco-discovery",
+    version,
+    about = "Kubernetes service-discovery push gateway for lego-loco-cluster",
+    long_about = "Watches the EndpointSlices of Kubernetes Services and serves the instances \
+                  behind them as JSON. `demo` runs a simulated cluster and the gateway together."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway against a Kubernetes cluster (in-cluster config, else KUBECONFIG).
+    Serve(ServeArgs),
+    /// Run the simulated Kubernetes API server alone.
+    Sim(SimArgs),
+    /// Run a simulated emulator cluster and the gateway in one process.
+    Demo(DemoArgs),
+}
+
+/// How instances are discovered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiscoveryMode {
+    /// Watch the discovery.k8s.io/v1 EndpointSlices of the services.
+    #[value(name = "kubernetes-endpointslices")]
+    KubernetesEndpointSlices,
+}
+
+impl DiscoveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryMode::KubernetesEndpointSlices => "kubernetes-endpointslices",
+        }
+    }
+}
+
+/// What to discover; shared by `serve` and `demo`.
+#[derive(Clone, Debug, Args)]
+pub struct DiscoveryArgs {
+    /// Namespace of the watched services.
+    #[arg(long, env = "KUBERNETES_NAMESPACE", default_value = "loco", value_parser = dns_label)]
+    pub namespace: String,
+    /// Service(s) to watch; repeat the flag or separate names with commas.
+    #[arg(
+        long = "service",
+        env = "EMULATOR_SERVICE_NAME",
+        default_value = "loco-loco-emulator",
+        value_delimiter = ',',
+        value_parser = dns_label
+    )]
+    pub services: Vec<String>,
+    /// Discovery mode.
+    #[arg(
+        long,
+        env = "DISCOVERY_MODE",
+        default_value = "kubernetes-endpointslices"
+    )]
+    pub mode: DiscoveryMode,
+    /// The cluster's DNS domain, used in each instance's dnsName.
+    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+}
+
+impl DiscoveryArgs {
+    /// The gateway settings these flags describe.
+    pub fn gateway_config(&self) -> crate::GatewayConfig {
+        let mut services = self.services.clone();
+        services.dedup();
+        crate::GatewayConfig {
+            namespace: self.namespace.clone(),
+            services,
+            mode: self.mode,
+            index: IndexConfig {
+                cluster_domain: self.cluster_domain.clone(),
+                ..IndexConfig::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+    /// How long to wait for the Kubernetes API at start before giving up.
+    #[arg(long, env = "KUBE_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub connect_timeout: Duration,
+}
+
+/// The built-in scenario the simulated cluster runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScenarioName {
+    /// Start empty; objects come from clients such as kubectl.
+    None,
+    /// The lego-loco emulator StatefulSet behind its headless Service.
+    Emulators,
+}
+
+/// Settings of the emulator scenario; shared by `sim` and `demo`.
+#[derive(Clone, Debug, Args)]
+pub struct ScenarioArgs {
+    /// Number of emulator pods.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub replicas: u32,
+    /// Seed of the scenario's random choices (the same seed replays the same story).
+    #[arg(long, default_value_t = 1998)]
+    pub seed: u64,
+    /// Time between two scenario steps, e.g. 500ms, 2s.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub pace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to serve the simulated Kubernetes API on.
+    #[arg(long, env = "SIM_LISTEN_ADDR", default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Write a kubeconfig pointing at the simulated API to this path.
+    #[arg(long, value_name = "PATH")]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Scenario to run.
+    #[arg(long, default_value = "none")]
+    pub scenario: ScenarioName,
+    /// Namespace of the scenario's objects.
+    #[arg(long, default_value = "loco", value_parser = dns_label)]
+    pub namespace: String,
+    /// Service name of the scenario's EndpointSlices.
+    #[arg(long, default_value = "loco-loco-emulator", value_parser = dns_label)]
+    pub service: String,
+    #[command(flatten)]
+    pub scenario_args: ScenarioArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to serve the gateway on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub scenario_args: ScenarioArgs,
+}
+
+/// Accepts a Kubernetes object name that must be an RFC 1123 DNS label.
+fn dns_label(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a valid Kubernetes name (lowercase letters, digits and '-', \
+             at most 63 characters, starting and ending with a letter or digit)"
+        ))
+    }
+}
+
+fn duration(value: &str) -> Result<Duration, String> {
+    let parsed = humantime::parse_duration(value).map_err(|e| format!("{value:?}: {e}"))?;
+    if parsed.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("loco-discovery").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn serve_defaults_match_the_lego_loco_deployment() {
+        let Command::Serve(serve) = parse(&["serve"]).unwrap().command else {
+            panic!("not serve")
+        };
+        assert_eq!(serve.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(serve.discovery.namespace, "loco");
+        assert_eq!(serve.discovery.services, vec!["loco-loco-emulator"]);
+        assert_eq!(
+            serve.discovery.mode,
+            DiscoveryMode::KubernetesEndpointSlices
+        );
+    }
+
+    #[test]
+    fn several_services_by_repetition_or_commas() {
+        let Command::Serve(serve) = parse(&["serve", "--service", "a,b", "--service", "c"])
+            .unwrap()
+            .command
+        else {
+            panic!("not serve")
+        };
+        assert_eq!(serve.discovery.services, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_a_message() {
+        let err = parse(&["serve", "--service", "Bad_Name"]).unwrap_err();
+        assert!(err.to_string().contains("not a valid Kubernetes name"));
+        let err = parse(&["serve", "--listen", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("--listen"));
+        let err = parse(&["sim", "--pace", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("longer than zero"));
+        let err = parse(&["serve", "--mode", "kubernetes-pods"]).unwrap_err();
+        assert!(err.to_string().contains("kubernetes-endpointslices"));
+    }
+
+    #[test]
+    fn sim_and_demo_defaults() {
+        let Command::Sim(sim) = parse(&["sim"]).unwrap().command else {
+            panic!("not sim")
+        };
+        assert_eq!(sim.listen.to_string(), "127.0.0.1:6443");
+        assert_eq!(sim.scenario, ScenarioName::None);
+        assert_eq!(sim.scenario_args.replicas, 9);
+        let Command::Demo(demo) = parse(&["demo", "--replicas", "3"]).unwrap().command else {
+            panic!("not demo")
+        };
+        assert_eq!(demo.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(demo.scenario_args.replicas, 3);
+    }
+}

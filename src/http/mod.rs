@@ -1,0 +1,78 @@
+//! The gateway's HTTP surface (warp): routes, and the JSON error shape they share.
+//!
+//! Every route is served both under `/api` and without it, because the lego-loco
+//! ingress strips the `/api` prefix while its nginx proxy keeps it.
+
+mod admin;
+mod query;
+mod snapshot;
+
+pub use query::parse_filter;
+
+use crate::hub::Hub;
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+/// A JSON error body: `{"error": "...", "code": N}`.
+pub fn error_reply(code: StatusCode, message: impl Into<String>) -> warp::reply::Response {
+    let body = json!({ "error": message.into(), "code": code.as_u16() });
+    warp::reply::with_status(warp::reply::json(&body), code).into_response()
+}
+
+/// Matches `/api/<path>` and `/<path>`.
+fn api_path(
+    segments: &'static [&'static str],
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let full = segments.iter().fold(warp::path("api").boxed(), |f, s| {
+        f.and(warp::path(*s)).boxed()
+    });
+    let bare = segments
+        .iter()
+        .skip(1)
+        .fold(warp::path(segments[0]).boxed(), |f, s| {
+            f.and(warp::path(*s)).boxed()
+        });
+    full.or(bare).unify().and(warp::path::end())
+}
+
+/// The raw query string, empty when there is none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// Every route of the gateway.
+pub fn routes(
+    hub: Arc<Hub>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let with_hub = warp::any().map(move || hub.clone());
+    let live = warp::get()
+        .and(api_path(&["instances", "live"]))
+        .and(with_hub.clone())
+        .and(raw_query())
+        .map(snapshot::live);
+    let healthz = warp::get().and(api_path(&["healthz"])).map(admin::healthz);
+    let readyz = warp::get()
+        .and(api_path(&["readyz"]))
+        .and(with_hub)
+        .map(admin::readyz);
+    live.or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+}
+
+async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let reply = if rejection.is_not_found() {
+        error_reply(StatusCode::NOT_FOUND, "no such route")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        error_reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else {
+        error_reply(StatusCode::BAD_REQUEST, format!("{rejection:?}"))
+    };
+    Ok(reply)
+}

@@ -1,0 +1,39 @@
+//! Metric names and their registration, in one place, so every name, unit and help text
+//! is defined once and the exposition stays consistent.
+
+use metrics::{describe_counter, describe_gauge, Unit};
+
+/// Objects (or parts of objects) from the API that were malformed or unusual, by reason.
+pub const MALFORMED_OBJECTS: &str = "loco_discovery_malformed_objects_total";
+/// Errors of the Kubernetes watch, by reason.
+pub const WATCH_ERRORS: &str = "loco_discovery_watch_errors_total";
+/// Full re-lists completed by the watch.
+pub const WATCH_RELISTS: &str = "loco_discovery_watch_relists_total";
+/// Deltas published, by type.
+pub const DELTAS: &str = "loco_discovery_deltas_total";
+/// 1 once the first complete list is in.
+pub const WATCH_READY: &str = "loco_discovery_watch_ready";
+
+/// Registers the help text of every metric with the installed recorder.
+pub fn describe() {
+    describe_counter!(
+        MALFORMED_OBJECTS,
+        Unit::Count,
+        "Malformed or unusual parts of EndpointSlices from the API, skipped or handled, by reason."
+    );
+    describe_counter!(
+        WATCH_ERRORS,
+        Unit::Count,
+        "Errors of the Kubernetes watch, by reason (gone_410, http_4xx, http_5xx, network, decode)."
+    );
+    describe_counter!(
+        WATCH_RELISTS,
+        Unit::Count,
+        "Complete lists of the watched EndpointSlices applied (the first one and every re-list)."
+    );
+    describe_counter!(DELTAS, Unit::Count, "Instance deltas published, by type.");
+    describe_gauge!(
+        WATCH_READY,
+        "1 once the first complete list of EndpointSlices is applied, else 0."
+    );
+}

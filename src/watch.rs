@@ -1,0 +1,236 @@
+//! The only user of `kube`: watches the EndpointSlices of the configured services and
+//! feeds the index, then publishes the index's deltas to the hub.
+//!
+//! Objects arrive as `DynamicObject` and are decoded one by one, so a single malformed
+//! object is skipped and counted instead of failing the whole list forever.
+
+use crate::hub::Hub;
+use crate::index::{Anomaly, EndpointIndex, IndexConfig, Outcome, SERVICE_NAME_LABEL};
+use crate::metrics as m;
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use std::future::Future;
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+/// What to watch: the services' EndpointSlices in one namespace.
+#[derive(Clone, Debug)]
+pub struct WatchTarget {
+    pub namespace: String,
+    pub services: Vec<String>,
+}
+
+impl WatchTarget {
+    /// The label selector that picks the slices of every watched service.
+    pub fn label_selector(&self) -> String {
+        match self.services.as_slice() {
+            [one] => format!("{SERVICE_NAME_LABEL}={one}"),
+            many => format!("{SERVICE_NAME_LABEL} in ({})", many.join(",")),
+        }
+    }
+}
+
+/// A stable, bounded name for a watch error, used in logs and as a metric label.
+pub fn error_reason(error: &watcher::Error) -> &'static str {
+    fn client_reason(error: &kube::Error) -> &'static str {
+        match error {
+            kube::Error::Api(status) if status.code == 410 => "gone_410",
+            kube::Error::Api(status) if status.code >= 500 => "http_5xx",
+            kube::Error::Api(_) => "http_4xx",
+            kube::Error::SerdeError(_)
+            | kube::Error::FromUtf8(_)
+            | kube::Error::LinesCodecMaxLineLengthExceeded => "decode",
+            _ => "network",
+        }
+    }
+    match error {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => client_reason(e),
+        watcher::Error::WatchError(status) if status.code == 410 => "gone_410",
+        watcher::Error::WatchError(status) if status.code >= 500 => "http_5xx",
+        watcher::Error::WatchError(_) => "http_4xx",
+        watcher::Error::NoResourceVersion => "decode",
+    }
+}
+
+/// Decodes one object as an EndpointSlice; a failure is logged and counted.
+fn decode(object: DynamicObject, target: &WatchTarget) -> Option<EndpointSlice> {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let value = match serde_json::to_value(&object) {
+        Ok(value) => value,
+        Err(error) => {
+            report_undecodable(&name, target, &error.to_string());
+            return None;
+        }
+    };
+    match serde_json::from_value::<EndpointSlice>(value) {
+        Ok(slice) => Some(slice),
+        Err(error) => {
+            report_undecodable(&name, target, &error.to_string());
+            None
+        }
+    }
+}
+
+fn report_undecodable(name: &str, target: &WatchTarget, error: &str) {
+    warn!(namespace = %target.namespace, slice = %name, reason = "undecodable", %error,
+          "skipping an EndpointSlice that does not decode");
+    metrics::counter!(m::MALFORMED_OBJECTS, "reason" => "undecodable").increment(1);
+}
+
+/// A DELETED object that does not decode is still removed, by name.
+fn deleted_slice(object: DynamicObject, target: &WatchTarget) -> EndpointSlice {
+    let metadata = object.metadata.clone();
+    decode(object, target).unwrap_or_else(|| EndpointSlice {
+        metadata,
+        ..EndpointSlice::default()
+    })
+}
+
+fn report_anomalies(anomalies: &[Anomaly]) {
+    for a in anomalies {
+        warn!(namespace = %a.namespace, slice = %a.slice, reason = a.reason.as_str(),
+              detail = %a.detail, "unusual EndpointSlice content");
+        metrics::counter!(m::MALFORMED_OBJECTS, "reason" => a.reason.as_str()).increment(1);
+    }
+}
+
+fn publish(hub: &Hub, outcome: Outcome) {
+    report_anomalies(&outcome.anomalies);
+    for delta in &outcome.deltas {
+        debug!(kind = %delta.kind, service = %delta.service, instance = %delta.instance_id, "delta");
+        metrics::counter!(m::DELTAS, "type" => delta.kind.as_str()).increment(1);
+    }
+    hub.publish(&outcome.deltas, Utc::now());
+}
+
+/// Watches until `shutdown` resolves. Errors never end the loop: the watcher retries
+/// with jittered exponential backoff (0.8 s up to 30 s) and re-lists when the API says
+/// its resourceVersion is gone.
+pub async fn run_watch(
+    client: kube::Client,
+    target: WatchTarget,
+    index_config: IndexConfig,
+    hub: Arc<Hub>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let resource = ApiResource::erase::<EndpointSlice>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &target.namespace, &resource);
+    let config = watcher::Config::default().labels(&target.label_selector());
+    let stream = watcher(api, config).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut index = EndpointIndex::new(index_config);
+    let mut failing = false;
+    metrics::gauge!(m::WATCH_READY).set(0.0);
+    info!(namespace = %target.namespace, selector = %target.label_selector(), "watch starting");
+    loop {
+        let event = tokio::select! {
+            _ = &mut shutdown => break,
+            event = stream.next() => event,
+        };
+        let Some(event) = event else { break };
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                let reason = error_reason(&error);
+                warn!(namespace = %target.namespace, services = ?target.services, reason, %error,
+                      "watch error; retrying with backoff");
+                metrics::counter!(m::WATCH_ERRORS, "reason" => reason).increment(1);
+                failing = true;
+                hub.mark_unsynced();
+                continue;
+            }
+        };
+        if failing {
+            info!(namespace = %target.namespace, "watch recovered");
+            failing = false;
+        }
+        match event {
+            Event::Init => {
+                info!(namespace = %target.namespace, "listing EndpointSlices");
+                index.begin_relist();
+            }
+            Event::InitApply(object) => {
+                if let Some(slice) = decode(object, &target) {
+                    index.relist_apply(slice);
+                }
+            }
+            Event::InitDone => {
+                let outcome = index.finish_relist(Utc::now());
+                info!(namespace = %target.namespace, deltas = outcome.deltas.len(),
+                      instances = index.instances().len(), "list complete");
+                publish(&hub, outcome);
+                hub.mark_ready(Utc::now());
+                metrics::counter!(m::WATCH_RELISTS).increment(1);
+                metrics::gauge!(m::WATCH_READY).set(1.0);
+            }
+            Event::Apply(object) => {
+                if let Some(slice) = decode(object, &target) {
+                    let outcome = index.apply(&slice, Utc::now());
+                    publish(&hub, outcome);
+                }
+            }
+            Event::Delete(object) => {
+                let slice = deleted_slice(object, &target);
+                let outcome = index.delete(&slice, Utc::now());
+                publish(&hub, outcome);
+            }
+        }
+    }
+    info!(namespace = %target.namespace, "watch stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_service_selects_by_equality_several_by_set() {
+        let one = WatchTarget {
+            namespace: "loco".into(),
+            services: vec!["emu".into()],
+        };
+        assert_eq!(one.label_selector(), "kubernetes.io/service-name=emu");
+        let two = WatchTarget {
+            namespace: "loco".into(),
+            services: vec!["emu".into(), "web".into()],
+        };
+        assert_eq!(
+            two.label_selector(),
+            "kubernetes.io/service-name in (emu,web)"
+        );
+    }
+
+    #[test]
+    fn watch_errors_map_to_bounded_reasons() {
+        let status = |code| {
+            Box::new(kube::core::Status {
+                code,
+                ..kube::core::Status::default()
+            })
+        };
+        assert_eq!(
+            error_reason(&watcher::Error::WatchError(status(410))),
+            "gone_410"
+        );
+        assert_eq!(
+            error_reason(&watcher::Error::InitialListFailed(kube::Error::Api(
+                status(503)
+            ))),
+            "http_5xx"
+        );
+        assert_eq!(
+            error_reason(&watcher::Error::WatchStartFailed(kube::Error::Api(status(
+                403
+            )))),
+            "http_4xx"
+        );
+        assert_eq!(error_reason(&watcher::Error::NoResourceVersion), "decode");
+    }
+}
