@@ -81,15 +81,40 @@ impl DiscoveryArgs {
     pub fn gateway_config(&self) -> crate::GatewayConfig {
         let mut services = self.services.clone();
         services.dedup();
-        crate::GatewayConfig {
-            namespace: self.namespace.clone(),
-            services,
-            mode: self.mode,
-            index: IndexConfig {
-                cluster_domain: self.cluster_domain.clone(),
-                ..IndexConfig::default()
-            },
-        }
+        let mut config = crate::GatewayConfig::new(self.namespace.clone(), services);
+        config.mode = self.mode;
+        config.index = IndexConfig {
+            cluster_domain: self.cluster_domain.clone(),
+            ..IndexConfig::default()
+        };
+        config
+    }
+}
+
+/// Tuning of the push streams; shared by `serve` and `demo`.
+#[derive(Clone, Debug, Args)]
+pub struct StreamArgs {
+    /// Time between heartbeats on idle streams (keep it below proxies' read timeouts).
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "15s", value_parser = duration)]
+    pub heartbeat: Duration,
+    /// The most concurrent stream subscribers; more get 503 with Retry-After.
+    #[arg(long, env = "MAX_SUBSCRIBERS", default_value_t = 10_000)]
+    pub max_subscribers: usize,
+    /// Events kept for clients that resume with Last-Event-ID.
+    #[arg(long, env = "HISTORY_SIZE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub history_size: u32,
+    /// How long open streams get to close at shutdown.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl StreamArgs {
+    /// Applies these settings to a gateway configuration.
+    pub fn apply(&self, config: &mut crate::GatewayConfig) {
+        config.stream.heartbeat = self.heartbeat;
+        config.stream.max_subscribers = self.max_subscribers;
+        config.hub.history = self.history_size as usize;
+        config.shutdown_grace = self.shutdown_grace;
     }
 }
 
@@ -100,6 +125,8 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
     /// How long to wait for the Kubernetes API at start before giving up.
     #[arg(long, env = "KUBE_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
@@ -156,6 +183,8 @@ pub struct DemoArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub scenario_args: ScenarioArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
 }
 
 /// Accepts a Kubernetes object name that must be an RFC 1123 DNS label.

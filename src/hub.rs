@@ -1,13 +1,21 @@
-//! The published view: the instance set rebuilt from the deltas the watcher publishes,
-//! the ready flag, and the snapshot every HTTP route starts from.
+//! The published view and its fan-out: sequence numbers and resume ids, a bounded
+//! history, and subscriptions that start from a snapshot (or a resume point) and go on
+//! with live events.
 //!
 //! The hub never sees Kubernetes objects: it holds what the deltas say, so what a client
 //! rebuilds from the delta stream and what a snapshot shows can never disagree.
+//!
+//! Fan-out goes through one `tokio::sync::broadcast` ring: publishing is one push of a
+//! shared, already-serialized frame, whatever the number of subscribers; a subscriber
+//! that falls behind the ring is told `Lagged` and gets a fresh snapshot (`reset`)
+//! instead of its backlog, so it can never slow the watch loop or anyone else.
 
-use crate::model::{Delta, DeltaKind, Instance, Snapshot, Stats, Status, Summary};
+use crate::model::{iso_time, Delta, DeltaKind, Instance, Snapshot, Stats, Status, Summary};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
-use std::sync::RwLock;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use tokio::sync::broadcast;
 
 /// Fixed facts about what this gateway serves, repeated in every snapshot.
 #[derive(Clone, Debug)]
@@ -16,6 +24,24 @@ pub struct HubInfo {
     pub mode: String,
     pub namespace: String,
     pub services: Vec<String>,
+}
+
+/// Sizes of the hub's buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct HubLimits {
+    /// Published events kept for clients that resume with `Last-Event-ID`.
+    pub history: usize,
+    /// Events a subscriber may fall behind before it is reset to a snapshot.
+    pub subscriber_lag: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        Self {
+            history: 4096,
+            subscriber_lag: 1024,
+        }
+    }
 }
 
 /// Which instances a client wants; an empty list means "any".
@@ -42,39 +68,147 @@ impl Filter {
                     .as_ref()
                     .is_some_and(|z| self.zones.contains(z)))
     }
+
+    /// Whether an instance can enter or leave the view without being added or removed
+    /// (its status or zone changed), so a subscriber must track what it has shown.
+    pub fn is_by_state(&self) -> bool {
+        !self.statuses.is_empty() || !self.zones.is_empty()
+    }
+}
+
+/// One published delta, serialized once and shared by every subscriber.
+#[derive(Debug)]
+pub struct Frame {
+    /// Position in this process's publish order.
+    pub seq: u64,
+    /// The resume token (`Last-Event-ID`); see [`Hub::publish`].
+    pub id: String,
+    pub kind: DeltaKind,
+    pub instance: Instance,
+    /// The event's JSON (the SSE `data:` line and the WebSocket text frame).
+    pub json: Arc<str>,
+}
+
+/// The JSON of one delta event.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeltaEvent<'a> {
+    #[serde(rename = "type")]
+    kind: DeltaKind,
+    id: &'a str,
+    #[serde(serialize_with = "iso_time")]
+    ts: DateTime<Utc>,
+    namespace: &'a str,
+    service: &'a str,
+    instance_id: &'a str,
+    key: &'a str,
+    reason: Option<&'a str>,
+    instance: &'a Instance,
+    /// Counts of the delta's service after it.
+    stats: Stats,
+    #[serde(serialize_with = "iso_time")]
+    last_update: DateTime<Utc>,
+}
+
+/// The JSON of a `snapshot` or `reset` event: the envelope of `/api/instances/live`
+/// plus the event's type, id and (for resets) the reason.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotEvent<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub id: &'a str,
+    pub reason: Option<&'a str>,
+    #[serde(flatten)]
+    pub snapshot: &'a Snapshot,
+}
+
+/// A synthesized `InstanceRemoved` for an instance that left a filtered view.
+pub fn left_view_json(instance: &Instance, id: &str, now: DateTime<Utc>) -> String {
+    let event = DeltaEvent {
+        kind: DeltaKind::InstanceRemoved,
+        id,
+        ts: now,
+        namespace: &instance.namespace,
+        service: &instance.service,
+        instance_id: &instance.id,
+        key: &instance.key,
+        reason: Some("filtered-out"),
+        instance,
+        stats: Stats::default(),
+        last_update: now,
+    };
+    serde_json::to_string(&event).expect("events serialize")
 }
 
 #[derive(Debug)]
 struct State {
-    /// Number of deltas published so far.
     seq: u64,
+    /// The id of the latest position (the last frame, or a list that changed nothing).
+    current_id: String,
     instances: HashMap<String, Instance>,
-    /// The first complete list has been applied.
+    service_stats: HashMap<(String, String), Stats>,
+    history: VecDeque<Arc<Frame>>,
+    /// Every resumable id (history ids and anchors) → the seq it stands for.
+    positions: HashMap<String, u64>,
     ready: bool,
-    /// The watch is currently healthy, so the view is current as of now.
     synced: bool,
-    /// When the view was last known to match the cluster.
     confirmed_at: DateTime<Utc>,
+}
+
+/// How a subscription starts.
+#[derive(Debug)]
+pub enum Start {
+    /// A snapshot of the filtered view (a new client).
+    Snapshot { snapshot: Snapshot, id: String },
+    /// The events after the client's last id, then live ones (a resumed client).
+    Resume { backlog: Vec<Arc<Frame>> },
+    /// The client's id is unknown or older than the history: a fresh snapshot.
+    Reset { snapshot: Snapshot, id: String },
+}
+
+/// A registered subscriber: how it starts, then live frames from `live`.
+pub struct Subscription {
+    pub start: Start,
+    pub live: broadcast::Receiver<Arc<Frame>>,
+    /// Live frames with a seq at or below this are already covered by `start`.
+    pub after_seq: u64,
 }
 
 /// The published view, shared by the watcher (one writer) and the HTTP routes.
 #[derive(Debug)]
 pub struct Hub {
     info: HubInfo,
+    limits: HubLimits,
     state: RwLock<State>,
+    sender: broadcast::Sender<Arc<Frame>>,
 }
 
 impl Hub {
     pub fn new(info: HubInfo, now: DateTime<Utc>) -> Self {
+        Self::with_limits(info, HubLimits::default(), now)
+    }
+
+    pub fn with_limits(info: HubInfo, limits: HubLimits, now: DateTime<Utc>) -> Self {
+        let (sender, _) = broadcast::channel(limits.subscriber_lag.max(1));
+        let boot: u32 = rand::random();
+        let current_id = format!("boot-{boot:08x}.0");
+        let positions = HashMap::from([(current_id.clone(), 0)]);
         Self {
             info,
+            limits,
             state: RwLock::new(State {
                 seq: 0,
+                current_id,
                 instances: HashMap::new(),
+                service_stats: HashMap::new(),
+                history: VecDeque::new(),
+                positions,
                 ready: false,
                 synced: false,
                 confirmed_at: now,
             }),
+            sender,
         }
     }
 
@@ -82,23 +216,66 @@ impl Hub {
         &self.info
     }
 
-    /// Applies deltas to the view. Called by the watcher only.
-    pub fn publish(&self, deltas: &[Delta], now: DateTime<Utc>) {
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        for delta in deltas {
-            let key = delta.instance.key.clone();
-            match delta.kind {
-                DeltaKind::InstanceRemoved => {
-                    state.instances.remove(&key);
-                }
-                _ => {
-                    state.instances.insert(key, delta.instance.clone());
-                }
-            }
-            state.seq += 1;
-        }
+    /// Applies the deltas caused by one change and fans them out. Called by the watcher.
+    ///
+    /// `origin` names the change: the resourceVersion of the watch event that caused it
+    /// (the same on every replica watching the same API), or a process-local name for a
+    /// re-list. The i-th delta (from 1) gets the id `<origin>.<i>`, so two replicas that
+    /// saw the same changes give the same ids, and a client can resume on either.
+    pub fn publish(&self, deltas: &[Delta], origin: &str, now: DateTime<Utc>) {
+        let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *guard;
         state.synced = true;
         state.confirmed_at = now;
+        for (i, delta) in deltas.iter().enumerate() {
+            let key = delta.instance.key.clone();
+            let service_key = (delta.namespace.clone(), delta.service.clone());
+            let previous = match delta.kind {
+                DeltaKind::InstanceRemoved => state.instances.remove(&key),
+                _ => state.instances.insert(key, delta.instance.clone()),
+            };
+            let stats = state.service_stats.entry(service_key).or_default();
+            if let Some(previous) = &previous {
+                adjust(stats, previous.status, -1);
+            }
+            if delta.kind != DeltaKind::InstanceRemoved {
+                adjust(stats, delta.instance.status, 1);
+            }
+            let stats = *stats;
+            state.seq += 1;
+            let id = format!("{origin}.{}", i + 1);
+            let json = serde_json::to_string(&DeltaEvent {
+                kind: delta.kind,
+                id: &id,
+                ts: now,
+                namespace: &delta.namespace,
+                service: &delta.service,
+                instance_id: &delta.instance_id,
+                key: &delta.instance.key,
+                reason: delta.reason.as_deref(),
+                instance: &delta.instance,
+                stats,
+                last_update: now,
+            })
+            .expect("events serialize");
+            let frame = Arc::new(Frame {
+                seq: state.seq,
+                id: id.clone(),
+                kind: delta.kind,
+                instance: delta.instance.clone(),
+                json: json.into(),
+            });
+            state.positions.insert(id.clone(), state.seq);
+            state.current_id = id;
+            state.history.push_back(frame.clone());
+            while state.history.len() > self.limits.history {
+                if let Some(old) = state.history.pop_front() {
+                    state.positions.remove(&old.id);
+                }
+            }
+            // No receivers is fine: nobody is listening yet.
+            let _ = self.sender.send(frame);
+        }
     }
 
     /// Marks the first complete list as applied: from now on `/readyz` answers 200.
@@ -116,20 +293,45 @@ impl Hub {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).ready
+        self.read().ready
     }
 
     /// Number of deltas published so far.
     pub fn seq(&self) -> u64 {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).seq
+        self.read().seq
+    }
+
+    /// Number of events kept for resuming.
+    pub fn history_len(&self) -> usize {
+        self.read().history.len()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The view as the lego-loco frontend reads it, restricted by `filter`.
-    ///
-    /// `lastUpdate` is `now` while the watch is healthy (the view is current: that is
-    /// what a push-fed cache knows), and the time of the last confirmation otherwise.
     pub fn snapshot(&self, filter: &Filter, now: DateTime<Utc>) -> Snapshot {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        self.build_snapshot(&self.read(), filter, now)
+    }
+
+    /// A snapshot with the id and seq of the position it shows, taken atomically.
+    pub fn snapshot_with_position(
+        &self,
+        filter: &Filter,
+        now: DateTime<Utc>,
+    ) -> (Snapshot, String, u64) {
+        let state = self.read();
+        (
+            self.build_snapshot(&state, filter, now),
+            state.current_id.clone(),
+            state.seq,
+        )
+    }
+
+    /// `lastUpdate` is `now` while the watch is healthy (a push-fed view is current),
+    /// and the time of the last confirmation otherwise.
+    fn build_snapshot(&self, state: &State, filter: &Filter, now: DateTime<Utc>) -> Snapshot {
         let mut instances: Vec<Instance> = state
             .instances
             .values()
@@ -160,6 +362,53 @@ impl Hub {
             instances,
         }
     }
+
+    /// Registers a subscriber. The live receiver is taken under the same lock as the
+    /// snapshot or backlog, so nothing published in between is lost or repeated.
+    pub fn subscribe(
+        &self,
+        filter: &Filter,
+        last_event_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Subscription {
+        let state = self.read();
+        let live = self.sender.subscribe();
+        let after_seq = state.seq;
+        let resumable = last_event_id.and_then(|id| state.positions.get(id).copied());
+        let start = match (last_event_id, resumable) {
+            (None, _) => Start::Snapshot {
+                snapshot: self.build_snapshot(&state, filter, now),
+                id: state.current_id.clone(),
+            },
+            (Some(_), Some(seq)) => Start::Resume {
+                backlog: state
+                    .history
+                    .iter()
+                    .filter(|f| f.seq > seq)
+                    .cloned()
+                    .collect(),
+            },
+            (Some(_), None) => Start::Reset {
+                snapshot: self.build_snapshot(&state, filter, now),
+                id: state.current_id.clone(),
+            },
+        };
+        Subscription {
+            start,
+            live,
+            after_seq,
+        }
+    }
+}
+
+fn adjust(stats: &mut Stats, status: Status, by: isize) {
+    let apply = |n: &mut usize| *n = n.saturating_add_signed(by);
+    apply(&mut stats.total);
+    match status {
+        Status::Ready => apply(&mut stats.ready),
+        Status::Degraded => apply(&mut stats.degraded),
+        Status::Booting | Status::Offline => apply(&mut stats.not_ready),
+    }
 }
 
 /// Orders instances by service, then as the lego-loco grid fills its slots.
@@ -174,106 +423,4 @@ fn sort_for_grid(instances: &mut [Instance]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::index::{EndpointIndex, IndexConfig};
-    use crate::slices::{mk_endpoint, mk_slice};
-    use chrono::TimeZone;
-
-    fn t(secs: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
-    }
-
-    fn hub() -> Hub {
-        Hub::new(
-            HubInfo {
-                mode: "kubernetes-endpointslices".into(),
-                namespace: "loco".into(),
-                services: vec!["emu".into()],
-            },
-            t(0),
-        )
-    }
-
-    fn fed_hub() -> Hub {
-        let hub = hub();
-        let mut index = EndpointIndex::new(IndexConfig::default());
-        let mut a = mk_endpoint("emu-0", "10.0.0.1", true, false);
-        a.zone = Some("z1".into());
-        let b = mk_endpoint("emu-1", "10.0.0.2", false, false);
-        let c = mk_endpoint("emu-10", "10.0.0.3", false, true);
-        let out = index.apply(&mk_slice("loco", "s", "emu", vec![c, b, a]), t(1));
-        hub.publish(&out.deltas, t(1));
-        hub
-    }
-
-    #[test]
-    fn snapshot_lists_instances_in_ordinal_order_with_consistent_counts() {
-        let hub = fed_hub();
-        let snap = hub.snapshot(&Filter::default(), t(2));
-        let ids: Vec<&str> = snap.instances.iter().map(|i| i.id.as_str()).collect();
-        assert_eq!(ids, vec!["instance-0", "instance-1", "instance-10"]);
-        assert_eq!(
-            snap.stats,
-            Stats {
-                total: 3,
-                ready: 1,
-                degraded: 0,
-                not_ready: 2
-            }
-        );
-        assert_eq!(
-            snap.stats.ready + snap.stats.degraded + snap.stats.not_ready,
-            snap.stats.total
-        );
-        assert_eq!(snap.summary.not_ready, 2);
-        assert_eq!(hub.seq(), 3);
-    }
-
-    #[test]
-    fn snapshot_json_has_both_envelope_spellings() {
-        let snap = fed_hub().snapshot(&Filter::default(), t(2));
-        let json = serde_json::to_value(&snap).unwrap();
-        assert_eq!(json["mode"], "kubernetes-endpointslices");
-        assert_eq!(json["discoveryMode"], "kubernetes-endpointslices");
-        assert_eq!(json["serviceName"], "emu");
-        assert_eq!(json["namespace"], "loco");
-        assert_eq!(json["stats"]["notReady"], 2);
-        assert_eq!(json["summary"]["total"], 3);
-        assert_eq!(json["lastUpdate"], "2023-11-14T22:13:22.000Z");
-        assert_eq!(json["summary"]["lastUpdate"], json["lastUpdate"]);
-    }
-
-    #[test]
-    fn filters_restrict_the_snapshot() {
-        let hub = fed_hub();
-        let by_status = Filter {
-            statuses: vec![Status::Booting, Status::Offline],
-            ..Filter::default()
-        };
-        assert_eq!(hub.snapshot(&by_status, t(2)).stats.total, 2);
-        let by_zone = Filter {
-            zones: vec!["z1".into()],
-            ..Filter::default()
-        };
-        assert_eq!(hub.snapshot(&by_zone, t(2)).instances[0].id, "instance-0");
-        let other_service = Filter {
-            services: vec!["web".into()],
-            ..Filter::default()
-        };
-        assert!(hub.snapshot(&other_service, t(2)).instances.is_empty());
-    }
-
-    #[test]
-    fn last_update_stops_advancing_while_the_watch_is_broken() {
-        let hub = fed_hub();
-        assert!(!hub.is_ready());
-        hub.mark_ready(t(5));
-        assert!(hub.is_ready());
-        assert_eq!(hub.snapshot(&Filter::default(), t(9)).last_update, t(9));
-        hub.mark_unsynced();
-        assert_eq!(hub.snapshot(&Filter::default(), t(30)).last_update, t(5));
-        hub.publish(&[], t(31));
-        assert_eq!(hub.snapshot(&Filter::default(), t(40)).last_update, t(40));
-    }
-}
+mod tests;

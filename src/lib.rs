@@ -13,11 +13,14 @@ pub mod slices;
 pub mod watch;
 
 use crate::config::DiscoveryMode;
-use crate::hub::{Hub, HubInfo};
+use crate::http::stream::StreamConfig;
+use crate::http::HttpState;
+use crate::hub::{Hub, HubInfo, HubLimits};
 use crate::index::IndexConfig;
 use crate::watch::WatchTarget;
 use chrono::Utc;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +31,27 @@ pub struct GatewayConfig {
     pub services: Vec<String>,
     pub mode: DiscoveryMode,
     pub index: IndexConfig,
+    pub hub: HubLimits,
+    /// Heartbeat, subscriber cap and reconnect delay of the stream routes (the shutdown
+    /// token in it is replaced by the one given to [`run`]).
+    pub stream: StreamConfig,
+    /// How long open streams get to close at shutdown before the server stops anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl GatewayConfig {
+    /// Settings for `services` in `namespace`, everything else at its default.
+    pub fn new(namespace: impl Into<String>, services: Vec<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            services,
+            mode: DiscoveryMode::KubernetesEndpointSlices,
+            index: IndexConfig::default(),
+            hub: HubLimits::default(),
+            stream: StreamConfig::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Runs the gateway: the watch and the HTTP server on `listener`, until `shutdown` is
@@ -38,12 +62,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
-    let hub = Arc::new(Hub::new(
+    let hub = Arc::new(Hub::with_limits(
         HubInfo {
             mode: config.mode.as_str().to_owned(),
             namespace: config.namespace.clone(),
             services: config.services.clone(),
         },
+        config.hub,
         Utc::now(),
     ));
     let target = WatchTarget {
@@ -57,10 +82,23 @@ pub async fn run(
         hub.clone(),
         shutdown.clone().cancelled_owned(),
     ));
-    warp::serve(http::routes(hub))
+    let stream = StreamConfig {
+        shutdown: shutdown.clone(),
+        ..config.stream.clone()
+    };
+    let server = warp::serve(http::routes(HttpState::new(hub, stream)))
         .incoming(listener)
-        .graceful(shutdown.cancelled_owned())
-        .run()
-        .await;
+        .graceful(shutdown.clone().cancelled_owned())
+        .run();
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        _ = &mut server => {}
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(config.shutdown_grace).await;
+        } => {
+            tracing::warn!("connections still open after the shutdown grace period; stopping anyway");
+        }
+    }
     let _ = watch.await;
 }

@@ -14,6 +14,15 @@ pub const DELTAS: &str = "loco_discovery_deltas_total";
 /// 1 once the first complete list is in.
 pub const WATCH_READY: &str = "loco_discovery_watch_ready";
 
+/// Stream subscribers connected now, by transport.
+pub const SUBSCRIBERS: &str = "loco_discovery_subscribers";
+/// Stream subscribers refused, by reason.
+pub const SUBSCRIBERS_REJECTED: &str = "loco_discovery_subscribers_rejected_total";
+/// `reset` events sent, by reason.
+pub const RESETS: &str = "loco_discovery_resets_total";
+/// Heartbeats sent on idle streams.
+pub const HEARTBEATS: &str = "loco_discovery_heartbeats_total";
+
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
     describe_counter!(
@@ -32,6 +41,21 @@ pub fn describe() {
         "Complete lists of the watched EndpointSlices applied (the first one and every re-list)."
     );
     describe_counter!(DELTAS, Unit::Count, "Instance deltas published, by type.");
+    describe_gauge!(
+        SUBSCRIBERS,
+        "Stream subscribers connected now, by transport (sse, ws)."
+    );
+    describe_counter!(
+        SUBSCRIBERS_REJECTED,
+        Unit::Count,
+        "Stream subscribers refused, by reason (capacity)."
+    );
+    describe_counter!(
+        RESETS,
+        Unit::Count,
+        "reset events sent to subscribers, by reason (unknown_id, slow_subscriber)."
+    );
+    describe_counter!(HEARTBEATS, Unit::Count, "Heartbeats sent on idle streams.");
     describe_gauge!(
         WATCH_READY,
         "1 once the first complete list of EndpointSlices is applied, else 0."

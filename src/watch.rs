@@ -58,6 +58,16 @@ pub fn error_reason(error: &watcher::Error) -> &'static str {
     }
 }
 
+/// The resourceVersion of a watch event: the name of the change on every replica.
+fn origin_of(object: &DynamicObject) -> String {
+    object
+        .metadata
+        .resource_version
+        .clone()
+        .filter(|rv| !rv.is_empty())
+        .unwrap_or_else(|| "unversioned".into())
+}
+
 /// Decodes one object as an EndpointSlice; a failure is logged and counted.
 fn decode(object: DynamicObject, target: &WatchTarget) -> Option<EndpointSlice> {
     let name = object.metadata.name.clone().unwrap_or_default();
@@ -100,13 +110,13 @@ fn report_anomalies(anomalies: &[Anomaly]) {
     }
 }
 
-fn publish(hub: &Hub, outcome: Outcome) {
+fn publish(hub: &Hub, outcome: Outcome, origin: &str) {
     report_anomalies(&outcome.anomalies);
     for delta in &outcome.deltas {
         debug!(kind = %delta.kind, service = %delta.service, instance = %delta.instance_id, "delta");
         metrics::counter!(m::DELTAS, "type" => delta.kind.as_str()).increment(1);
     }
-    hub.publish(&outcome.deltas, Utc::now());
+    hub.publish(&outcome.deltas, origin, Utc::now());
 }
 
 /// Watches until `shutdown` resolves. Errors never end the loop: the watcher retries
@@ -127,6 +137,10 @@ pub async fn run_watch(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut index = EndpointIndex::new(index_config);
     let mut failing = false;
+    // Re-lists have no resourceVersion in kube-runtime's events: their deltas get a
+    // process-local origin, which another replica cannot resume from (it resets).
+    let boot: u32 = rand::random();
+    let mut lists = 0u64;
     metrics::gauge!(m::WATCH_READY).set(0.0);
     info!(namespace = %target.namespace, selector = %target.label_selector(), "watch starting");
     loop {
@@ -165,21 +179,24 @@ pub async fn run_watch(
                 let outcome = index.finish_relist(Utc::now());
                 info!(namespace = %target.namespace, deltas = outcome.deltas.len(),
                       instances = index.instances().len(), "list complete");
-                publish(&hub, outcome);
+                lists += 1;
+                publish(&hub, outcome, &format!("list-{boot:08x}-{lists}"));
                 hub.mark_ready(Utc::now());
                 metrics::counter!(m::WATCH_RELISTS).increment(1);
                 metrics::gauge!(m::WATCH_READY).set(1.0);
             }
             Event::Apply(object) => {
+                let origin = origin_of(&object);
                 if let Some(slice) = decode(object, &target) {
                     let outcome = index.apply(&slice, Utc::now());
-                    publish(&hub, outcome);
+                    publish(&hub, outcome, &origin);
                 }
             }
             Event::Delete(object) => {
+                let origin = origin_of(&object);
                 let slice = deleted_slice(object, &target);
                 let outcome = index.delete(&slice, Utc::now());
-                publish(&hub, outcome);
+                publish(&hub, outcome, &origin);
             }
         }
     }

@@ -6,20 +6,63 @@
 mod admin;
 mod query;
 mod snapshot;
+mod sse;
+pub mod stream;
+mod ws;
 
-pub use query::parse_filter;
+pub use query::{parse_filter, parse_stream_query};
+pub use ws::pong_for;
 
 use crate::hub::Hub;
 use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
+use stream::{StreamConfig, SubscriberCount, SubscriberSlot};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
+
+/// What every route handler shares.
+#[derive(Clone)]
+pub struct HttpState {
+    pub hub: Arc<Hub>,
+    pub stream: StreamConfig,
+    pub subscribers: Arc<SubscriberCount>,
+}
+
+impl HttpState {
+    pub fn new(hub: Arc<Hub>, stream: StreamConfig) -> Self {
+        Self {
+            hub,
+            stream,
+            subscribers: Arc::new(SubscriberCount::default()),
+        }
+    }
+
+    /// A subscriber slot, or `None` past the configured cap.
+    fn admit(&self, transport: &'static str) -> Option<SubscriberSlot> {
+        let slot = self
+            .subscribers
+            .acquire(self.stream.max_subscribers, transport);
+        if slot.is_none() {
+            metrics::counter!(crate::metrics::SUBSCRIBERS_REJECTED, "reason" => "capacity")
+                .increment(1);
+        }
+        slot
+    }
+}
 
 /// A JSON error body: `{"error": "...", "code": N}`.
 pub fn error_reply(code: StatusCode, message: impl Into<String>) -> warp::reply::Response {
     let body = json!({ "error": message.into(), "code": code.as_u16() });
     warp::reply::with_status(warp::reply::json(&body), code).into_response()
+}
+
+fn too_many_subscribers() -> warp::reply::Response {
+    let reply = error_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many stream subscribers; retry later",
+    );
+    warp::reply::with_header(reply, "retry-after", "5").into_response()
 }
 
 /// Matches `/api/<path>` and `/<path>`.
@@ -45,20 +88,37 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
 
 /// Every route of the gateway.
 pub fn routes(
-    hub: Arc<Hub>,
+    state: HttpState,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    let with_hub = warp::any().map(move || hub.clone());
+    let with_state = warp::any().map(move || state.clone());
+    let with_hub = with_state.clone().map(|s: HttpState| s.hub);
     let live = warp::get()
         .and(api_path(&["instances", "live"]))
         .and(with_hub.clone())
         .and(raw_query())
         .map(snapshot::live);
+    let sse = warp::get()
+        .and(api_path(&["instances", "stream"]))
+        .and(with_state.clone())
+        .and(raw_query())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .map(sse::stream);
+    let ws = warp::get()
+        .and(api_path(&["instances", "ws"]))
+        .and(with_state.clone())
+        .and(warp::ws())
+        .and(raw_query())
+        .map(ws::upgrade);
     let healthz = warp::get().and(api_path(&["healthz"])).map(admin::healthz);
     let readyz = warp::get()
         .and(api_path(&["readyz"]))
         .and(with_hub)
         .map(admin::readyz);
-    live.or(healthz)
+    live.or(sse)
+        .unify()
+        .or(ws)
+        .unify()
+        .or(healthz)
         .unify()
         .or(readyz)
         .unify()

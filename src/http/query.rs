@@ -32,9 +32,63 @@ pub fn parse_filter(query: &str) -> Result<Filter, String> {
     Ok(filter)
 }
 
+/// Parses a stream route's query: the filters plus `lastEventId` (for clients that
+/// cannot set the `Last-Event-ID` header). The header, when given, wins.
+pub fn parse_stream_query(
+    query: &str,
+    header_id: Option<&str>,
+) -> Result<(Filter, Option<String>), String> {
+    let filter = parse_filter(query)?;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query).map_err(|e| format!("malformed query string: {e}"))?;
+    let query_id = pairs
+        .into_iter()
+        .find(|(k, _)| k == "lastEventId")
+        .map(|(_, v)| v);
+    let id = header_id.map(str::to_owned).or(query_id);
+    if let Some(id) = &id {
+        validate_event_id(id)?;
+    }
+    Ok((filter, id.filter(|id| !id.is_empty())))
+}
+
+/// Event ids are short tokens of letters, digits and `.-_:`; anything else cannot have
+/// come from this gateway.
+fn validate_event_id(id: &str) -> Result<(), String> {
+    let ok = id.len() <= 200
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "malformed Last-Event-ID {:?}: expected an id this gateway sent",
+            id.chars().take(64).collect::<String>()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_event_id_comes_from_the_header_or_the_query() {
+        let (_, id) = parse_stream_query("lastEventId=12.1&service=a", None).unwrap();
+        assert_eq!(id.as_deref(), Some("12.1"));
+        let (_, id) = parse_stream_query("lastEventId=12.1", Some("13.2")).unwrap();
+        assert_eq!(id.as_deref(), Some("13.2"));
+        let (_, id) = parse_stream_query("", Some("")).unwrap();
+        assert_eq!(id, None);
+    }
+
+    #[test]
+    fn malformed_last_event_id_is_rejected() {
+        assert!(parse_stream_query("", Some("bad id\n")).is_err());
+        assert!(parse_stream_query("lastEventId=%3Cscript%3E", None).is_err());
+        assert!(parse_stream_query("", Some(&"9".repeat(300))).is_err());
+    }
 
     #[test]
     fn repeated_and_comma_separated_values_accumulate() {

@@ -1,0 +1,261 @@
+//! One subscriber's event sequence, independent of the transport: the start (snapshot,
+//! resume backlog or reset), then live frames through the subscriber's filter, resets
+//! after falling behind, heartbeats, and a final `reconnect` at shutdown.
+//!
+//! SSE and WebSocket only frame what this yields.
+
+use crate::hub::{left_view_json, Filter, Frame, Hub, SnapshotEvent, Start, Subscription};
+use crate::metrics as m;
+use chrono::Utc;
+use futures::Stream;
+use rand::Rng;
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+/// Settings shared by the stream routes.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// Time between heartbeats (SSE comments, WebSocket pings).
+    pub heartbeat: Duration,
+    /// The most concurrent stream subscribers; more get 503.
+    pub max_subscribers: usize,
+    /// Base reconnect delay advertised to clients; each client gets it plus jitter.
+    pub retry: Duration,
+    /// Cancelled when the gateway shuts down: every stream then says `reconnect` and ends.
+    pub shutdown: CancellationToken,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            max_subscribers: 10_000,
+            retry: Duration::from_secs(2),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// A reconnect delay between `base` and `3 × base`, different for every client, so a
+/// gateway restart does not bring every browser back in the same second.
+pub fn jittered(base: Duration) -> Duration {
+    let ms = base.as_millis().max(1) as u64;
+    Duration::from_millis(rand::rng().random_range(ms..=ms * 3))
+}
+
+/// Something to send to one subscriber.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A named event with an id and a JSON body.
+    Event {
+        id: String,
+        event: String,
+        data: Arc<str>,
+    },
+    /// Nothing happened for a heartbeat interval.
+    Heartbeat,
+    /// The gateway is shutting down: reconnect after `retry`. The stream ends after it.
+    Reconnect { retry: Duration, data: Arc<str> },
+}
+
+/// Counts live subscribers per transport, and refuses them past the cap.
+#[derive(Debug, Default)]
+pub struct SubscriberCount {
+    count: AtomicUsize,
+}
+
+/// Holds one subscriber slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct SubscriberSlot {
+    counts: Arc<SubscriberCount>,
+    transport: &'static str,
+}
+
+impl SubscriberCount {
+    /// Takes a slot, or `None` when `max` subscribers are already connected.
+    pub fn acquire(
+        self: &Arc<Self>,
+        max: usize,
+        transport: &'static str,
+    ) -> Option<SubscriberSlot> {
+        let taken = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        taken.ok().map(|_| {
+            metrics::gauge!(m::SUBSCRIBERS, "transport" => transport).increment(1.0);
+            SubscriberSlot {
+                counts: self.clone(),
+                transport,
+            }
+        })
+    }
+
+    pub fn current(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        self.counts.count.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(m::SUBSCRIBERS, "transport" => self.transport).decrement(1.0);
+    }
+}
+
+fn snapshot_event(
+    kind: &'static str,
+    reason: Option<&str>,
+    snapshot: &crate::model::Snapshot,
+    id: &str,
+) -> Outgoing {
+    let data = serde_json::to_string(&SnapshotEvent {
+        kind,
+        id,
+        reason,
+        snapshot,
+    })
+    .expect("snapshots serialize");
+    Outgoing::Event {
+        id: id.to_owned(),
+        event: kind.to_owned(),
+        data: data.into(),
+    }
+}
+
+/// Decides, per frame, what a filtered subscriber sees; tracks which instances are in its
+/// view when the filter depends on an instance's state.
+struct View {
+    filter: Filter,
+    /// Keys in view; `None` when unknown (a resumed subscriber), then every instance
+    /// that does not match is removed, which is harmless for one that was never shown.
+    shown: Option<HashSet<String>>,
+}
+
+impl View {
+    fn reset(&mut self, snapshot: &crate::model::Snapshot) {
+        if self.filter.is_by_state() {
+            self.shown = Some(snapshot.instances.iter().map(|i| i.key.clone()).collect());
+        }
+    }
+
+    fn pass(&mut self, frame: &Frame) -> Option<Outgoing> {
+        let event = || Outgoing::Event {
+            id: frame.id.clone(),
+            event: frame.kind.as_str().to_owned(),
+            data: frame.json.clone(),
+        };
+        let fixed = Filter {
+            statuses: Vec::new(),
+            zones: Vec::new(),
+            ..self.filter.clone()
+        };
+        if !fixed.matches(&frame.instance) {
+            return None;
+        }
+        if !self.filter.is_by_state() {
+            return Some(event());
+        }
+        let key = &frame.instance.key;
+        let removed = frame.kind == crate::model::DeltaKind::InstanceRemoved;
+        let matches = !removed && self.filter.matches(&frame.instance);
+        let was_shown = self.shown.as_ref().is_none_or(|s| s.contains(key));
+        if let Some(shown) = self.shown.as_mut() {
+            if matches {
+                shown.insert(key.clone());
+            } else {
+                shown.remove(key);
+            }
+        }
+        match (matches, was_shown, removed) {
+            (true, _, _) => Some(event()),
+            (false, true, true) => Some(event()),
+            (false, true, false) => Some(Outgoing::Event {
+                id: frame.id.clone(),
+                event: "InstanceRemoved".into(),
+                data: left_view_json(&frame.instance, &frame.id, Utc::now()).into(),
+            }),
+            (false, false, _) => None,
+        }
+    }
+}
+
+/// The event sequence of one subscriber. It ends after `Reconnect` at shutdown, or when
+/// the hub is gone.
+pub fn subscriber_stream(
+    hub: Arc<Hub>,
+    filter: Filter,
+    last_event_id: Option<String>,
+    config: StreamConfig,
+    slot: SubscriberSlot,
+) -> impl Stream<Item = Outgoing> + Send + 'static {
+    async_stream::stream! {
+        let _slot = slot;
+        let Subscription { start, mut live, mut after_seq } =
+            hub.subscribe(&filter, last_event_id.as_deref(), Utc::now());
+        let mut view = View { filter, shown: None };
+        match start {
+            Start::Snapshot { snapshot, id } => {
+                view.reset(&snapshot);
+                yield snapshot_event("snapshot", None, &snapshot, &id);
+            }
+            Start::Reset { snapshot, id } => {
+                view.reset(&snapshot);
+                metrics::counter!(m::RESETS, "reason" => "unknown_id").increment(1);
+                yield snapshot_event("reset", Some("unknown_id"), &snapshot, &id);
+            }
+            Start::Resume { backlog } => {
+                for frame in &backlog {
+                    if let Some(out) = view.pass(frame) {
+                        yield out;
+                    }
+                }
+            }
+        }
+        let mut heartbeat = tokio::time::interval_at(
+            tokio::time::Instant::now() + config.heartbeat,
+            config.heartbeat,
+        );
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = config.shutdown.cancelled() => {
+                    let retry = jittered(config.retry);
+                    let data = json!({"type": "reconnect", "retryMs": retry.as_millis() as u64}).to_string();
+                    yield Outgoing::Reconnect { retry, data: data.into() };
+                    break;
+                }
+                received = live.recv() => match received {
+                    Ok(frame) => {
+                        if frame.seq <= after_seq {
+                            continue;
+                        }
+                        if let Some(out) = view.pass(&frame) {
+                            heartbeat.reset();
+                            yield out;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        let (snapshot, id, seq) = hub.snapshot_with_position(&view.filter, Utc::now());
+                        after_seq = seq;
+                        view.reset(&snapshot);
+                        metrics::counter!(m::RESETS, "reason" => "slow_subscriber").increment(1);
+                        yield snapshot_event("reset", Some("slow_subscriber"), &snapshot, &id);
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                _ = heartbeat.tick() => {
+                    metrics::counter!(m::HEARTBEATS).increment(1);
+                    yield Outgoing::Heartbeat;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! `GET /api/instances/ws`: the same events as the SSE route, one JSON text frame each,
+//! for services and for the lego-loco frontend's WebSocket hook (which sends
+//! `{"type":"__ping"}` and expects `{"type":"__pong"}`).
+
+use super::stream::{subscriber_stream, Outgoing, SubscriberSlot};
+use super::{error_reply, parse_stream_query, HttpState};
+use crate::hub::Filter;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::ws::{Message, WebSocket, Ws};
+use warp::Reply;
+
+/// The answer to an application-level ping, or `None` for any other message.
+pub fn pong_for(text: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    if value.get("type")?.as_str()? != "__ping" {
+        return None;
+    }
+    let mut pong = json!({"type": "__pong"});
+    if let Some(ts) = value.get("ts") {
+        pong["ts"] = ts.clone();
+    }
+    Some(pong.to_string())
+}
+
+pub fn upgrade(state: HttpState, ws: Ws, query: String) -> warp::reply::Response {
+    let (filter, last_event_id) = match parse_stream_query(&query, None) {
+        Ok(parsed) => parsed,
+        Err(message) => return error_reply(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(slot) = state.admit("ws") else {
+        return super::too_many_subscribers();
+    };
+    ws.on_upgrade(move |socket| serve(socket, state, filter, last_event_id, slot))
+        .into_response()
+}
+
+async fn serve(
+    socket: WebSocket,
+    state: HttpState,
+    filter: Filter,
+    last_event_id: Option<String>,
+    slot: SubscriberSlot,
+) {
+    let (mut sink, mut incoming) = socket.split();
+    let events = subscriber_stream(
+        state.hub.clone(),
+        filter,
+        last_event_id,
+        state.stream.clone(),
+        slot,
+    );
+    let mut events = std::pin::pin!(events);
+    loop {
+        tokio::select! {
+            message = incoming.next() => match message {
+                Some(Ok(message)) if message.is_text() => {
+                    if let Some(pong) = message.to_str().ok().and_then(pong_for) {
+                        if sink.send(Message::text(pong)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(message)) if message.is_close() => break,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            },
+            out = events.next() => {
+                let sent = match out {
+                    Some(Outgoing::Event { data, .. }) => sink.send(Message::text(&*data)).await,
+                    Some(Outgoing::Heartbeat) => sink.send(Message::ping("heartbeat")).await,
+                    Some(Outgoing::Reconnect { data, .. }) => {
+                        let _ = sink.send(Message::text(&*data)).await;
+                        let _ = sink.send(Message::close_with(1012u16, "service restart")).await;
+                        return;
+                    }
+                    None => break,
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = sink.send(Message::close()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_ping_gets_a_pong_with_the_same_ts() {
+        let pong: Value =
+            serde_json::from_str(&pong_for(r#"{"type":"__ping","ts":42}"#).unwrap()).unwrap();
+        assert_eq!(pong, json!({"type": "__pong", "ts": 42}));
+        assert!(pong_for(r#"{"type":"hello"}"#).is_none());
+        assert!(pong_for("not json").is_none());
+    }
+}

@@ -1,0 +1,250 @@
+use super::*;
+use crate::index::{EndpointIndex, IndexConfig};
+use crate::slices::{mk_endpoint, mk_slice};
+use chrono::TimeZone;
+use tokio::sync::broadcast::error::TryRecvError;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+}
+
+fn info() -> HubInfo {
+    HubInfo {
+        mode: "kubernetes-endpointslices".into(),
+        namespace: "loco".into(),
+        services: vec!["emu".into()],
+    }
+}
+
+/// A hub fed by a real index, with a helper to publish slice states.
+struct Fixture {
+    hub: Hub,
+    index: EndpointIndex,
+    rv: u64,
+}
+
+impl Fixture {
+    fn new(limits: HubLimits) -> Self {
+        Self {
+            hub: Hub::with_limits(info(), limits, t(0)),
+            index: EndpointIndex::new(IndexConfig::default()),
+            rv: 100,
+        }
+    }
+
+    /// Publishes slice `s` with the given (ordinal, serving) pods, returns the deltas' count.
+    fn set(&mut self, pods: &[(u32, bool)]) -> usize {
+        let endpoints = pods
+            .iter()
+            .map(|(n, serving)| {
+                let mut e =
+                    mk_endpoint(&format!("emu-{n}"), &format!("10.0.0.{n}"), *serving, false);
+                if *n == 0 {
+                    e.zone = Some("z1".into());
+                }
+                e
+            })
+            .collect();
+        let out = self
+            .index
+            .apply(&mk_slice("loco", "s", "emu", endpoints), t(self.rv as i64));
+        self.rv += 1;
+        self.hub
+            .publish(&out.deltas, &self.rv.to_string(), t(self.rv as i64));
+        out.deltas.len()
+    }
+}
+
+fn fed() -> Fixture {
+    let mut f = Fixture::new(HubLimits::default());
+    f.set(&[(10, false), (1, false), (0, true)]);
+    f
+}
+
+fn recv_ids(sub: &mut Subscription) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        match sub.live.try_recv() {
+            Ok(frame) if frame.seq > sub.after_seq => ids.push(frame.id.clone()),
+            Ok(_) => {}
+            Err(TryRecvError::Empty) => return ids,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+#[test]
+fn snapshot_lists_instances_in_ordinal_order_with_consistent_counts() {
+    let f = fed();
+    let snap = f.hub.snapshot(&Filter::default(), t(2));
+    let ids: Vec<&str> = snap.instances.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, vec!["instance-0", "instance-1", "instance-10"]);
+    assert_eq!(
+        snap.stats,
+        Stats {
+            total: 3,
+            ready: 1,
+            degraded: 0,
+            not_ready: 2
+        }
+    );
+    assert_eq!(snap.summary.not_ready, 2);
+    assert_eq!(f.hub.seq(), 3);
+}
+
+#[test]
+fn snapshot_json_has_both_envelope_spellings() {
+    let snap = fed().hub.snapshot(&Filter::default(), t(2));
+    let json = serde_json::to_value(&snap).unwrap();
+    assert_eq!(json["mode"], "kubernetes-endpointslices");
+    assert_eq!(json["discoveryMode"], "kubernetes-endpointslices");
+    assert_eq!(json["serviceName"], "emu");
+    assert_eq!(json["namespace"], "loco");
+    assert_eq!(json["stats"]["notReady"], 2);
+    assert_eq!(json["summary"]["total"], 3);
+    assert_eq!(json["lastUpdate"], "2023-11-14T22:13:22.000Z");
+    assert_eq!(json["summary"]["lastUpdate"], json["lastUpdate"]);
+}
+
+#[test]
+fn filters_restrict_the_snapshot() {
+    let f = fed();
+    let by_status = Filter {
+        statuses: vec![Status::Booting, Status::Offline],
+        ..Filter::default()
+    };
+    assert_eq!(f.hub.snapshot(&by_status, t(2)).stats.total, 2);
+    let by_zone = Filter {
+        zones: vec!["z1".into()],
+        ..Filter::default()
+    };
+    assert_eq!(f.hub.snapshot(&by_zone, t(2)).instances[0].id, "instance-0");
+    let other_service = Filter {
+        services: vec!["web".into()],
+        ..Filter::default()
+    };
+    assert!(f.hub.snapshot(&other_service, t(2)).instances.is_empty());
+}
+
+#[test]
+fn last_update_stops_advancing_while_the_watch_is_broken() {
+    let f = fed();
+    assert!(!f.hub.is_ready());
+    f.hub.mark_ready(t(5));
+    assert!(f.hub.is_ready());
+    assert_eq!(f.hub.snapshot(&Filter::default(), t(9)).last_update, t(9));
+    f.hub.mark_unsynced();
+    assert_eq!(f.hub.snapshot(&Filter::default(), t(30)).last_update, t(5));
+    f.hub.publish(&[], "x", t(31));
+    assert_eq!(f.hub.snapshot(&Filter::default(), t(40)).last_update, t(40));
+}
+
+#[test]
+fn frame_ids_name_the_change_and_the_position_within_it() {
+    let f = fed();
+    let history: Vec<String> = f
+        .hub
+        .read()
+        .history
+        .iter()
+        .map(|fr| fr.id.clone())
+        .collect();
+    assert_eq!(history, vec!["101.1", "101.2", "101.3"]);
+    let json: serde_json::Value = serde_json::from_str(&f.hub.read().history[0].json).unwrap();
+    assert_eq!(json["type"], "InstanceAdded");
+    assert_eq!(json["id"], "101.1");
+    assert_eq!(json["instanceId"], "instance-0");
+    assert_eq!(json["service"], "emu");
+    assert_eq!(
+        json["stats"]["total"], 1,
+        "stats of the service after this delta"
+    );
+    assert!(json["instance"]["addresses"]["podIP"].is_string());
+    let last: serde_json::Value = serde_json::from_str(&f.hub.read().history[2].json).unwrap();
+    assert_eq!(last["stats"]["total"], 3);
+}
+
+#[test]
+fn a_new_subscriber_gets_the_snapshot_then_only_later_frames() {
+    let mut f = fed();
+    let mut sub = f.hub.subscribe(&Filter::default(), None, t(3));
+    match &sub.start {
+        Start::Snapshot { snapshot, id } => {
+            assert_eq!(snapshot.instances.len(), 3);
+            assert_eq!(id, "101.3");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.set(&[(0, true), (1, true), (10, false)]), 1);
+    assert_eq!(recv_ids(&mut sub), vec!["102.1"]);
+}
+
+#[test]
+fn resuming_from_a_known_id_replays_exactly_what_was_missed() {
+    let mut f = fed();
+    f.set(&[(0, true), (1, true), (10, false)]);
+    f.set(&[(0, true), (1, true)]);
+    f.set(&[(0, true), (1, true), (2, false)]);
+    let mut sub = f.hub.subscribe(&Filter::default(), Some("102.1"), t(9));
+    match &sub.start {
+        Start::Resume { backlog } => {
+            let ids: Vec<&str> = backlog.iter().map(|fr| fr.id.as_str()).collect();
+            assert_eq!(ids, vec!["103.1", "104.1"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    f.set(&[(0, true), (1, true), (2, true)]);
+    assert_eq!(recv_ids(&mut sub), vec!["105.1"]);
+}
+
+#[test]
+fn an_unknown_or_expired_id_gets_a_reset_snapshot() {
+    let mut f = Fixture::new(HubLimits {
+        history: 2,
+        subscriber_lag: 16,
+    });
+    for n in 0..4 {
+        f.set(&(0..=n).map(|o| (o, true)).collect::<Vec<_>>());
+    }
+    assert_eq!(f.hub.history_len(), 2);
+    for id in ["nonsense", "101.1"] {
+        match f.hub.subscribe(&Filter::default(), Some(id), t(9)).start {
+            Start::Reset { snapshot, id } => {
+                assert_eq!(snapshot.instances.len(), 4);
+                assert_eq!(id, "104.1");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        f.hub
+            .subscribe(&Filter::default(), Some("103.1"), t(9))
+            .start,
+        Start::Resume { .. }
+    ));
+}
+
+#[test]
+fn the_initial_position_is_resumable_before_anything_is_published() {
+    let hub = Hub::new(info(), t(0));
+    let Start::Snapshot { id, .. } = hub.subscribe(&Filter::default(), None, t(0)).start else {
+        panic!("not a snapshot")
+    };
+    assert!(matches!(
+        hub.subscribe(&Filter::default(), Some(&id), t(0)).start,
+        Start::Resume { backlog } if backlog.is_empty()
+    ));
+}
+
+#[test]
+fn a_subscriber_that_falls_behind_is_told_it_lagged() {
+    let mut f = Fixture::new(HubLimits {
+        history: 100,
+        subscriber_lag: 4,
+    });
+    let mut slow = f.hub.subscribe(&Filter::default(), None, t(0));
+    for n in 0..10 {
+        f.set(&[(n, true)]);
+    }
+    assert!(matches!(slow.live.try_recv(), Err(TryRecvError::Lagged(_))));
+}
