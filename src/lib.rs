@@ -1,1 +1,2 @@
 //! loco-discovery: a push gateway for Kubernetes service discovery.
+pub mod sim;
