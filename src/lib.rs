@@ -9,6 +9,7 @@ pub mod hub;
 pub mod index;
 pub mod metrics;
 pub mod model;
+pub mod sim;
 pub mod slices;
 pub mod watch;
 
