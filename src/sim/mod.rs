@@ -12,6 +12,7 @@ mod discovery;
 mod faults;
 mod media;
 mod merge_patch;
+pub mod scenario;
 mod selector;
 mod status;
 mod store;

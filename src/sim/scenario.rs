@@ -1,0 +1,549 @@
+//! The lego-loco emulator StatefulSet, simulated: pods boot in order, become ready, now
+//! and then fail readiness and recover, the set scales down and up, and rolling updates
+//! replace pods one by one (terminating → removed → added → ready).
+//!
+//! [`EmulatorCluster`] is the pure story, reproducible from a seed; [`run_scenario`]
+//! writes it into the simulated API as the EndpointSlice controller would: one slice per
+//! 100 endpoints, the `last-change-trigger-time` annotation set to the pod change that
+//! caused the write, plus the Service's core/v1 Endpoints object.
+
+use super::store::{ResourceKind, Store, StoreError};
+use crate::slices::{mk_endpoint, mk_slice};
+use chrono::{DateTime, SecondsFormat, Utc};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// The annotation the EndpointSlice controller stamps with the time of the pod change.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+/// The most endpoints the controller packs into one slice by default.
+const ENDPOINTS_PER_SLICE: usize = 100;
+
+/// What the scenario simulates.
+#[derive(Clone, Debug)]
+pub struct ScenarioConfig {
+    pub namespace: String,
+    pub service: String,
+    pub replicas: u32,
+    pub seed: u64,
+    pub pace: Duration,
+    /// Like the lego-loco chart: `ready` is true for every endpoint, only `serving` tells.
+    pub publish_not_ready_addresses: bool,
+}
+
+/// Where a pod is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Running, readiness probe not passing yet; ready after `steps` more steps.
+    Booting {
+        steps: u32,
+    },
+    Ready,
+    /// Failing its readiness probe; recovers after `steps` more steps.
+    Unready {
+        steps: u32,
+    },
+    /// Being deleted; gone after `steps` more steps.
+    Terminating {
+        steps: u32,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Pod {
+    ip: String,
+    uid: String,
+    revision: u32,
+    phase: Phase,
+    changed_at: DateTime<Utc>,
+}
+
+/// The emulator StatefulSet's pods, advanced one step at a time.
+#[derive(Debug)]
+pub struct EmulatorCluster {
+    config: ScenarioConfig,
+    rng: StdRng,
+    pods: BTreeMap<u32, Pod>,
+    /// Replicas the StatefulSet currently wants.
+    desired: u32,
+    /// The template revision pods should run; older pods get replaced one at a time.
+    revision: u32,
+    next_ip: u32,
+    /// Random suffix of the slice names, like the controller's `generateName`.
+    slice_suffix: String,
+}
+
+impl EmulatorCluster {
+    pub fn new(config: ScenarioConfig) -> Self {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
+        let slice_suffix = (0..5)
+            .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+            .collect();
+        Self {
+            desired: config.replicas,
+            config,
+            rng,
+            pods: BTreeMap::new(),
+            revision: 1,
+            next_ip: 0,
+            slice_suffix,
+        }
+    }
+
+    pub fn config(&self) -> &ScenarioConfig {
+        &self.config
+    }
+
+    fn pod_name(&self, ordinal: u32) -> String {
+        format!("{}-{ordinal}", self.config.service)
+    }
+
+    fn new_pod(&mut self, now: DateTime<Utc>) -> Pod {
+        self.next_ip += 1;
+        let n = self.next_ip;
+        let steps = self.rng.random_range(1..=3);
+        Pod {
+            ip: format!("10.244.{}.{}", n / 250, n % 250 + 2),
+            uid: format!("{:08x}-sim-{n}", self.config.seed as u32),
+            revision: self.revision,
+            phase: Phase::Booting { steps },
+            changed_at: now,
+        }
+    }
+
+    /// Advances the story by one step. Returns whether anything visible changed.
+    pub fn step(&mut self, now: DateTime<Utc>) -> bool {
+        let mut changed = self.advance_pods(now);
+        changed |= self.random_event(now);
+        changed |= self.reconcile(now);
+        changed
+    }
+
+    /// Counts down every pod's current phase.
+    fn advance_pods(&mut self, now: DateTime<Utc>) -> bool {
+        let mut changed = false;
+        let mut gone = Vec::new();
+        for (ordinal, pod) in self.pods.iter_mut() {
+            let next = match pod.phase {
+                Phase::Booting { steps: 0 } | Phase::Unready { steps: 0 } => Some(Phase::Ready),
+                Phase::Booting { steps } => Some(Phase::Booting { steps: steps - 1 }),
+                Phase::Unready { steps } => Some(Phase::Unready { steps: steps - 1 }),
+                Phase::Terminating { steps: 0 } => None,
+                Phase::Terminating { steps } => Some(Phase::Terminating { steps: steps - 1 }),
+                Phase::Ready => Some(Phase::Ready),
+            };
+            match next {
+                None => gone.push(*ordinal),
+                Some(phase) => {
+                    let visible = phase_flags(phase) != phase_flags(pod.phase);
+                    pod.phase = phase;
+                    if visible {
+                        pod.changed_at = now;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        for ordinal in gone {
+            self.pods.remove(&ordinal);
+            changed = true;
+        }
+        changed
+    }
+
+    /// Now and then: a readiness failure, a scale change or a rolling update.
+    fn random_event(&mut self, now: DateTime<Utc>) -> bool {
+        let roll: f64 = self.rng.random();
+        let ready: Vec<u32> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.phase == Phase::Ready)
+            .map(|(o, _)| *o)
+            .collect();
+        if roll < 0.12 && !ready.is_empty() {
+            let ordinal = ready[self.rng.random_range(0..ready.len())];
+            let steps = self.rng.random_range(1..=4);
+            if let Some(pod) = self.pods.get_mut(&ordinal) {
+                pod.phase = Phase::Unready { steps };
+                pod.changed_at = now;
+            }
+            return true;
+        }
+        let settled = self.pods.len() as u32 == self.desired
+            && self.pods.values().all(|p| p.revision == self.revision);
+        if roll < 0.16 && settled && self.config.replicas > 1 {
+            let low = self.config.replicas.saturating_sub(3).max(1);
+            self.desired = if self.desired < self.config.replicas {
+                self.config.replicas
+            } else {
+                self.rng.random_range(low..self.config.replicas)
+            };
+            debug!(desired = self.desired, "scenario scales the StatefulSet");
+            return false;
+        }
+        if roll < 0.18 && settled && self.desired == self.config.replicas {
+            self.revision += 1;
+            debug!(revision = self.revision, "scenario starts a rolling update");
+        }
+        false
+    }
+
+    /// What the StatefulSet controller does (OrderedReady): create the next pod once all
+    /// lower ones are ready, delete from the highest ordinal down, replace outdated pods
+    /// one at a time from the highest ordinal down.
+    fn reconcile(&mut self, now: DateTime<Utc>) -> bool {
+        if self
+            .pods
+            .values()
+            .any(|p| matches!(p.phase, Phase::Terminating { .. }))
+        {
+            return false;
+        }
+        let count = self.pods.len() as u32;
+        if count > self.desired {
+            let highest = *self.pods.keys().next_back().expect("count > 0");
+            return self.terminate(highest, now);
+        }
+        let all_ready = self.pods.values().all(|p| p.phase == Phase::Ready);
+        if count < self.desired {
+            let missing = (0..self.desired).find(|o| !self.pods.contains_key(o));
+            if let Some(ordinal) = missing {
+                if all_ready {
+                    let pod = self.new_pod(now);
+                    self.pods.insert(ordinal, pod);
+                    return true;
+                }
+            }
+            return false;
+        }
+        if all_ready {
+            let outdated = self
+                .pods
+                .iter()
+                .rev()
+                .find(|(_, p)| p.revision != self.revision)
+                .map(|(o, _)| *o);
+            if let Some(ordinal) = outdated {
+                return self.terminate(ordinal, now);
+            }
+        }
+        false
+    }
+
+    fn terminate(&mut self, ordinal: u32, now: DateTime<Utc>) -> bool {
+        let steps = self.rng.random_range(1..=2);
+        match self.pods.get_mut(&ordinal) {
+            Some(pod) => {
+                pod.phase = Phase::Terminating { steps };
+                pod.changed_at = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The EndpointSlices the controller would write for the current pods.
+    pub fn slices(&self) -> Vec<EndpointSlice> {
+        let endpoints: Vec<(&u32, &Pod)> = self.pods.iter().collect();
+        let chunks: Vec<&[(&u32, &Pod)]> = if endpoints.is_empty() {
+            vec![&[]]
+        } else {
+            endpoints.chunks(ENDPOINTS_PER_SLICE).collect()
+        };
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(n, chunk)| {
+                let name = match n {
+                    0 => format!("{}-{}", self.config.service, self.slice_suffix),
+                    n => format!("{}-{}{n}", self.config.service, self.slice_suffix),
+                };
+                let list = chunk
+                    .iter()
+                    .map(|(ordinal, pod)| {
+                        let (serving, terminating) = phase_flags(pod.phase);
+                        let pod_name = self.pod_name(**ordinal);
+                        let mut e = mk_endpoint(&pod_name, &pod.ip, serving, terminating);
+                        if self.config.publish_not_ready_addresses {
+                            if let Some(c) = e.conditions.as_mut() {
+                                c.ready = Some(true);
+                            }
+                        }
+                        let node = **ordinal % 3;
+                        e.node_name = Some(format!("loco-node-{node}"));
+                        e.zone = Some(format!("zone-{}", ["a", "b", "c"][node as usize]));
+                        if let Some(r) = e.target_ref.as_mut() {
+                            r.namespace = Some(self.config.namespace.clone());
+                            r.uid = Some(pod.uid.clone());
+                        }
+                        e
+                    })
+                    .collect();
+                let mut slice = mk_slice(&self.config.namespace, &name, &self.config.service, list);
+                let trigger = chunk.iter().map(|(_, p)| p.changed_at).max();
+                if let Some(trigger) = trigger {
+                    slice.metadata.annotations = Some(BTreeMap::from([(
+                        TRIGGER_TIME_ANNOTATION.to_owned(),
+                        trigger.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                    )]));
+                }
+                slice
+            })
+            .collect()
+    }
+
+    /// The Service's core/v1 Endpoints object, as the Endpoints controller would write it.
+    pub fn endpoints_object(&self) -> Value {
+        let address = |ordinal: &u32, pod: &Pod| {
+            json!({
+                "ip": pod.ip,
+                "hostname": self.pod_name(*ordinal),
+                "nodeName": format!("loco-node-{}", ordinal % 3),
+                "targetRef": {"kind": "Pod", "name": self.pod_name(*ordinal),
+                              "namespace": self.config.namespace, "uid": pod.uid},
+            })
+        };
+        let (ready, not_ready): (Vec<_>, Vec<_>) = self
+            .pods
+            .iter()
+            .partition(|(_, p)| phase_flags(p.phase) == (true, false));
+        let mut subset = json!({
+            "ports": [{"name": "vnc", "port": 5901, "protocol": "TCP"},
+                      {"name": "health", "port": 8080, "protocol": "TCP"}],
+        });
+        if !ready.is_empty() {
+            subset["addresses"] = ready.iter().map(|(o, p)| address(o, p)).collect();
+        }
+        if !not_ready.is_empty() {
+            subset["notReadyAddresses"] = not_ready.iter().map(|(o, p)| address(o, p)).collect();
+        }
+        let mut object = json!({
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": self.config.service, "namespace": self.config.namespace,
+                         "labels": {"app.kubernetes.io/component": "emulator",
+                                    "app.kubernetes.io/part-of": "lego-loco-cluster"}},
+        });
+        if !self.pods.is_empty() {
+            object["subsets"] = json!([subset]);
+        }
+        object
+    }
+
+    /// The pods' (serving, terminating) flags by pod name, for tests and logs.
+    pub fn pod_states(&self) -> BTreeMap<String, (bool, bool)> {
+        self.pods
+            .iter()
+            .map(|(o, p)| (self.pod_name(*o), phase_flags(p.phase)))
+            .collect()
+    }
+}
+
+/// What a phase looks like on the endpoint: (serving, terminating).
+fn phase_flags(phase: Phase) -> (bool, bool) {
+    match phase {
+        Phase::Ready => (true, false),
+        Phase::Booting { .. } | Phase::Unready { .. } => (false, false),
+        Phase::Terminating { .. } => (false, true),
+    }
+}
+
+/// Writes `desired` into the store as the controller would: create what is missing,
+/// replace what differs, delete slices of the service that are no longer wanted.
+pub fn sync_into_store(store: &Store, cluster: &EmulatorCluster) -> Result<(), StoreError> {
+    let namespace = cluster.config.namespace.as_str();
+    let mut wanted = BTreeMap::new();
+    for slice in cluster.slices() {
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let value = serde_json::to_value(&slice).expect("EndpointSlice serializes");
+        wanted.insert(name, value);
+    }
+    let (existing, _) = store.list(ResourceKind::EndpointSlice, Some(namespace));
+    for object in existing {
+        let labels = &object["metadata"]["labels"];
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        if labels[crate::index::SERVICE_NAME_LABEL] == cluster.config.service.as_str()
+            && !wanted.contains_key(name)
+        {
+            store.delete(ResourceKind::EndpointSlice, namespace, name)?;
+        }
+    }
+    for (name, value) in wanted {
+        write_if_changed(store, ResourceKind::EndpointSlice, namespace, &name, value)?;
+    }
+    let endpoints = cluster.endpoints_object();
+    write_if_changed(
+        store,
+        ResourceKind::Endpoints,
+        namespace,
+        &cluster.config.service,
+        endpoints,
+    )
+}
+
+/// Creates or replaces one object unless the stored one already says the same.
+fn write_if_changed(
+    store: &Store,
+    kind: ResourceKind,
+    namespace: &str,
+    name: &str,
+    value: Value,
+) -> Result<(), StoreError> {
+    match store.get(kind, namespace, name) {
+        None => store.create(kind, namespace, value).map(drop),
+        Some(current) => {
+            let same = ["endpoints", "ports", "subsets", "addressType"]
+                .iter()
+                .all(|k| current.get(*k) == value.get(*k));
+            if same {
+                Ok(())
+            } else {
+                store.replace(kind, namespace, name, value).map(drop)
+            }
+        }
+    }
+}
+
+/// Runs the scenario against `store` at the configured pace until `cancel` fires.
+pub async fn run_scenario(store: Store, config: ScenarioConfig, cancel: CancellationToken) {
+    let mut cluster = EmulatorCluster::new(config.clone());
+    let mut ticker = tokio::time::interval(config.pace);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if cluster.step(Utc::now()) {
+            if let Err(error) = sync_into_store(&store, &cluster) {
+                warn!(%error, "scenario could not write to the simulated API");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn config(replicas: u32, seed: u64) -> ScenarioConfig {
+        ScenarioConfig {
+            namespace: "loco".into(),
+            service: "loco-loco-emulator".into(),
+            replicas,
+            seed,
+            pace: Duration::from_millis(10),
+            publish_not_ready_addresses: true,
+        }
+    }
+
+    fn t(step: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + step, 0).unwrap()
+    }
+
+    fn story(seed: u64, steps: i64) -> Vec<BTreeMap<String, (bool, bool)>> {
+        let mut cluster = EmulatorCluster::new(config(9, seed));
+        (0..steps)
+            .map(|s| {
+                cluster.step(t(s));
+                cluster.pod_states()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_same_seed_replays_the_same_story() {
+        assert_eq!(story(7, 300), story(7, 300));
+        assert_ne!(story(7, 300), story(8, 300));
+    }
+
+    #[test]
+    fn pods_boot_in_ordinal_order_until_all_replicas_are_ready() {
+        let mut cluster = EmulatorCluster::new(config(9, 1));
+        let mut first_seen = Vec::new();
+        for s in 0..200 {
+            cluster.step(t(s));
+            for name in cluster.pod_states().keys() {
+                if !first_seen.contains(name) {
+                    first_seen.push(name.clone());
+                }
+            }
+            if first_seen.len() == 9 {
+                break;
+            }
+        }
+        let expected: Vec<String> = (0..9).map(|n| format!("loco-loco-emulator-{n}")).collect();
+        assert_eq!(first_seen, expected);
+    }
+
+    #[test]
+    fn a_long_story_has_every_kind_of_change() {
+        let mut cluster = EmulatorCluster::new(config(9, 3));
+        let (mut unready, mut terminating, mut fewer, mut replaced) = (false, false, false, false);
+        let mut ips = BTreeMap::new();
+        for s in 0..2000 {
+            cluster.step(t(s));
+            let states = cluster.pod_states();
+            let full = states.len() == 9;
+            for flags in states.values() {
+                unready |= full && *flags == (false, false);
+                terminating |= *flags == (false, true);
+            }
+            fewer |= s > 100 && states.len() < 9 && !states.values().any(|f| f.1);
+            for (ordinal, pod) in &cluster.pods {
+                if let Some(old) = ips.insert(*ordinal, pod.ip.clone()) {
+                    replaced |= old != pod.ip;
+                }
+            }
+        }
+        assert!(unready, "no readiness failure");
+        assert!(terminating, "no termination");
+        assert!(fewer, "no scale down");
+        assert!(replaced, "no pod replaced");
+    }
+
+    #[test]
+    fn slices_follow_the_controller_shape() {
+        let mut cluster = EmulatorCluster::new(config(3, 5));
+        for s in 0..50 {
+            cluster.step(t(s));
+        }
+        let slices = cluster.slices();
+        assert_eq!(slices.len(), 1);
+        let slice = &slices[0];
+        let labels = slice.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["kubernetes.io/service-name"], "loco-loco-emulator");
+        assert!(slice
+            .metadata
+            .name
+            .as_ref()
+            .unwrap()
+            .starts_with("loco-loco-emulator-"));
+        let annotation = &slice.metadata.annotations.as_ref().unwrap()[TRIGGER_TIME_ANNOTATION];
+        assert!(
+            DateTime::parse_from_rfc3339(annotation).is_ok(),
+            "{annotation}"
+        );
+        for e in &slice.endpoints {
+            assert_eq!(e.conditions.as_ref().unwrap().ready, Some(true));
+        }
+    }
+
+    #[test]
+    fn many_replicas_spread_over_slices_of_at_most_100() {
+        let mut cluster = EmulatorCluster::new(config(250, 5));
+        for s in 0..2000 {
+            cluster.step(t(s));
+        }
+        let slices = cluster.slices();
+        assert!(slices.len() >= 2);
+        assert!(slices.iter().all(|s| s.endpoints.len() <= 100));
+    }
+}
