@@ -133,8 +133,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cluster {cluster_url}"))?;
     let listener = bind(args.listen).await?;
-    info!(listen = %args.listen, cluster = %cluster_url, namespace = %config.namespace,
+    let addr = listener.local_addr()?;
+    info!(listen = %addr, cluster = %cluster_url, namespace = %config.namespace,
           services = ?config.services, "gateway serving");
+    println!("loco-discovery serving on http://{addr}");
     loco_discovery::run(config, client, listener, shutdown_on_signal()).await;
     Ok(())
 }

@@ -1,0 +1,195 @@
+//! The shipped binary end to end: `loco-discovery sim` and `loco-discovery serve` as
+//! separate processes, the real kubectl writing to the simulated API, and the gateway's
+//! `/api/instances/live` following each change.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed (by its own PID) when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and returns it with the first URL it prints on stdout.
+fn start(args: &[&str], env: &[(&str, &Path)]) -> (Running, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loco-discovery"));
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("start loco-discovery");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the process printed its address")
+            .unwrap();
+        if let Some(at) = line.find("http://") {
+            break line[at..].trim().to_owned();
+        }
+    };
+    (Running(child), url)
+}
+
+/// kubectl 1.30 next to the dispatcher on the PATH, else the dispatcher itself.
+fn find_kubectl() -> Option<PathBuf> {
+    let output = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8(output.stdout).ok()?.trim());
+    let versioned = path.with_file_name("kubectl.1.30");
+    if versioned.exists() {
+        Some(versioned)
+    } else if path.is_file() {
+        Some(path)
+    } else {
+        None
+    }
+}
+
+fn kubectl(bin: &Path, kubeconfig: &Path, cache: &Path, args: &[&str]) -> String {
+    let output = Command::new(bin)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("KUBECACHEDIR", cache)
+        .output()
+        .expect("run kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Polls the gateway until `check` holds on /api/instances/live; returns how long it took.
+fn wait_for(url: &str, check: impl Fn(&serde_json::Value) -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        let live: Option<serde_json::Value> =
+            reqwest::blocking::get(format!("{url}/api/instances/live"))
+                .ok()
+                .and_then(|r| r.json().ok());
+        if live.as_ref().is_some_and(&check) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "gateway never showed the change"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const SLICE: &str = r#"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: loco-loco-emulator-kctl1
+  namespace: loco
+  labels:
+    kubernetes.io/service-name: loco-loco-emulator
+addressType: IPv4
+ports:
+  - name: vnc
+    port: 5901
+  - name: health
+    port: 8080
+endpoints:
+  - addresses: ["10.244.0.30"]
+    conditions: {ready: true, serving: true, terminating: false}
+    hostname: loco-loco-emulator-4
+    targetRef: {kind: Pod, name: loco-loco-emulator-4, namespace: loco}
+"#;
+
+#[test]
+fn kubectl_changes_reach_the_gateway() {
+    let Some(kubectl_bin) = find_kubectl() else {
+        println!("SKIPPED: no kubectl on this machine");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let cache = dir.path().join("kube-cache");
+    let (_sim, _) = start(
+        &[
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--write-kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (_gateway, url) = start(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    let file = dir.path().join("slice.yaml");
+    std::fs::write(&file, SLICE).unwrap();
+
+    let out = kubectl(
+        &kubectl_bin,
+        &kubeconfig,
+        &cache,
+        &["create", "-f", file.to_str().unwrap(), "--validate=false"],
+    );
+    assert!(out.contains("created"), "{out}");
+    let appeared = wait_for(&url, |live| {
+        live["instances"][0]["id"] == "instance-4" && live["instances"][0]["status"] == "ready"
+    });
+
+    let patch = r#"{"endpoints":[{"addresses":["10.244.0.30"],"conditions":{"ready":true,"serving":false,"terminating":false},"hostname":"loco-loco-emulator-4","targetRef":{"kind":"Pod","name":"loco-loco-emulator-4","namespace":"loco"}}]}"#;
+    let out = kubectl(
+        &kubectl_bin,
+        &kubeconfig,
+        &cache,
+        &[
+            "patch",
+            "endpointslice",
+            "loco-loco-emulator-kctl1",
+            "-n",
+            "loco",
+            "--type=merge",
+            "-p",
+            patch,
+        ],
+    );
+    assert!(out.contains("patched"), "{out}");
+    let not_ready = wait_for(&url, |live| {
+        live["instances"][0]["status"] == "booting" && live["instances"][0]["ready"] == false
+    });
+
+    let out = kubectl(
+        &kubectl_bin,
+        &kubeconfig,
+        &cache,
+        &[
+            "delete",
+            "endpointslice",
+            "loco-loco-emulator-kctl1",
+            "-n",
+            "loco",
+        ],
+    );
+    assert!(out.contains("deleted"), "{out}");
+    let gone = wait_for(&url, |live| live["stats"]["total"] == 0);
+    println!(
+        "kubectl → gateway, measured after each kubectl command returned: \
+         appeared {appeared:?}, not ready {not_ready:?}, gone {gone:?}"
+    );
+}
