@@ -47,9 +47,13 @@ fn main() -> ExitCode {
 }
 
 /// Human-readable logs by default, JSON with `LOG_FORMAT=json`; `RUST_LOG` filters.
+///
+/// kube's client logs every failed request itself; the gateway logs those failures with
+/// its own structured fields, so the default filter leaves the client's copy out.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_client::client::builder=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

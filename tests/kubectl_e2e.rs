@@ -4,45 +4,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A child process killed (by its own PID) when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary and returns it with the first URL it prints on stdout.
-fn start(args: &[&str], env: &[(&str, &Path)]) -> (Running, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_loco-discovery"));
-    command
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("start loco-discovery");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the process printed its address")
-            .unwrap();
-        if let Some(at) = line.find("http://") {
-            break line[at..].trim().to_owned();
-        }
-    };
-    (Running(child), url)
-}
+use support::process::start;
 
 /// kubectl 1.30 next to the dispatcher on the PATH, else the dispatcher itself.
 fn find_kubectl() -> Option<PathBuf> {

@@ -259,3 +259,104 @@ pub fn subscriber_stream(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubInfo;
+    use crate::index::{EndpointIndex, IndexConfig};
+    use crate::slices::{mk_endpoint, mk_slice};
+    use futures::StreamExt;
+    use tokio::time::Instant;
+
+    fn hub() -> Arc<Hub> {
+        Arc::new(Hub::new(
+            HubInfo {
+                mode: "kubernetes-endpointslices".into(),
+                namespace: "loco".into(),
+                services: vec!["emu".into()],
+            },
+            Utc::now(),
+        ))
+    }
+
+    fn stream_for(hub: &Arc<Hub>, config: StreamConfig) -> impl Stream<Item = Outgoing> {
+        let slot = Arc::new(SubscriberCount::default())
+            .acquire(1, "test")
+            .unwrap();
+        subscriber_stream(hub.clone(), Filter::default(), None, config, slot)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_come_on_time_and_only_when_idle() {
+        let hub = hub();
+        let config = StreamConfig::default();
+        let mut stream = std::pin::pin!(stream_for(&hub, config));
+        let start = Instant::now();
+        assert!(
+            matches!(stream.next().await, Some(Outgoing::Event { event, .. }) if event == "snapshot")
+        );
+        assert!(matches!(stream.next().await, Some(Outgoing::Heartbeat)));
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+        assert!(matches!(stream.next().await, Some(Outgoing::Heartbeat)));
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+
+        // An event at 40 s pushes the next heartbeat to 55 s.
+        let publisher = hub.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let mut index = EndpointIndex::new(IndexConfig::default());
+            let out = index.apply(
+                &mk_slice(
+                    "loco",
+                    "s",
+                    "emu",
+                    vec![mk_endpoint("emu-0", "10.0.0.1", true, false)],
+                ),
+                Utc::now(),
+            );
+            publisher.publish(&out.deltas, "7", Utc::now());
+        });
+        assert!(matches!(stream.next().await, Some(Outgoing::Event { id, .. }) if id == "7.1"));
+        assert_eq!(start.elapsed(), Duration::from_secs(40));
+        assert!(matches!(stream.next().await, Some(Outgoing::Heartbeat)));
+        assert_eq!(start.elapsed(), Duration::from_secs(55));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_stream_with_a_jittered_reconnect() {
+        let hub = hub();
+        let config = StreamConfig::default();
+        let shutdown = config.shutdown.clone();
+        let mut stream = std::pin::pin!(stream_for(&hub, config));
+        stream.next().await;
+        shutdown.cancel();
+        match stream.next().await {
+            Some(Outgoing::Reconnect { retry, data }) => {
+                assert!((2000..=6000).contains(&(retry.as_millis() as u64)));
+                assert!(data.contains("reconnect"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(stream.next().await.is_none());
+    }
+
+    #[test]
+    fn slots_are_capped_and_freed_on_drop() {
+        let counts = Arc::new(SubscriberCount::default());
+        let a = counts.acquire(2, "sse").unwrap();
+        let _b = counts.acquire(2, "sse").unwrap();
+        assert!(counts.acquire(2, "sse").is_none());
+        drop(a);
+        assert_eq!(counts.current(), 1);
+        assert!(counts.acquire(2, "sse").is_some());
+    }
+
+    #[test]
+    fn jitter_stays_between_one_and_three_times_the_base() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(2));
+            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(6));
+        }
+    }
+}

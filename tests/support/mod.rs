@@ -2,6 +2,8 @@
 //! WebSocket clients, and an independent reading of the simulated cluster's truth.
 #![allow(dead_code)]
 
+pub mod process;
+
 use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
@@ -142,6 +144,11 @@ impl Gateway {
         let gateway = Self { addr, stop, task };
         gateway.wait_ready().await;
         gateway
+    }
+
+    /// Waits for the gateway's `run` to return; false if it did not within `limit`.
+    pub async fn finished_within(&mut self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, &mut self.task).await.is_ok()
     }
 
     pub fn url(&self, path: &str) -> String {
