@@ -397,7 +397,12 @@ impl ApiServer {
             )));
         }
         if let Some(code) = self.faults.state().failing() {
-            return Ok(status_response(status::injected(code)));
+            let mut resp = status_response(status::injected(code));
+            if matches!(code, 429 | 503) {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            return Ok(resp);
         }
         let mut resp = self.dispatch(route, req).await;
         resp.headers_mut()
