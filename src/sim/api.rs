@@ -893,12 +893,8 @@ impl ApiServer {
             Ok(v) => v,
             Err(r) => return status_response(r),
         };
-        let existed = self.store.get_arc(kind, ns, name).is_some();
-        match self.store.update_with(kind, ns, name, dry, |_| Ok(obj)) {
-            Ok(o) => {
-                let created = !existed && o.pointer("/metadata/resourceVersion").is_some();
-                json_response(if created { 201 } else { 200 }, &o)
-            }
+        match self.store.upsert_with(kind, ns, name, dry, |_| Ok(obj)) {
+            Ok((o, created)) => json_response(if created { 201 } else { 200 }, &o),
             Err(e) => error_response(&e),
         }
     }
