@@ -346,3 +346,28 @@ async fn kubectl_1_30_works_against_the_sim() {
 async fn kubectl_1_33_works_against_the_sim() {
     exercise("33").await;
 }
+
+/// The `kubectl` dispatcher on the PATH reads `/version` and runs the kubectl of the server's minor version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatcher_picks_the_kubectl_of_the_reported_minor() {
+    let Some(dir) = kubectl_dir() else {
+        eprintln!("SKIP: no kubectl on the PATH");
+        return;
+    };
+    if !dir.join("kubectl.1.33").is_file() {
+        eprintln!("SKIP: the kubectl on the PATH is not the versioned dispatcher");
+        return;
+    }
+    let env = Env::start(dir.join("kubectl"), "33").await;
+    let out = env.ok(&["version", "-o", "json"]).await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["serverVersion"]["minor"], "33");
+    assert!(
+        v["clientVersion"]["gitVersion"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("v1.33."),
+        "{out}"
+    );
+    env.stop().await;
+}
