@@ -552,6 +552,9 @@ fn validate(kind: ResourceKind, obj: &Value, old: Option<&Value>) -> Result<(), 
 /// Stamps the trigger-time annotation with `now`, unless the write sets it to a value different from the stored one.
 /// Leaves malformed (non-object) annotations alone.
 pub fn stamp_trigger_time(obj: &mut Value, old: Option<&Value>, now: &str) {
+    if !obj.is_object() {
+        return;
+    }
     let ptr = |v: &Value| {
         v.get("metadata")
             .and_then(|m| m.get("annotations"))
