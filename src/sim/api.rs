@@ -397,7 +397,12 @@ impl ApiServer {
             )));
         }
         if let Some(code) = self.faults.state().failing() {
-            return Ok(status_response(status::injected(code)));
+            let mut resp = status_response(status::injected(code));
+            if matches!(code, 429 | 503) {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            return Ok(resp);
         }
         let mut resp = self.dispatch(route, req).await;
         resp.headers_mut()
@@ -888,12 +893,8 @@ impl ApiServer {
             Ok(v) => v,
             Err(r) => return status_response(r),
         };
-        let existed = self.store.get_arc(kind, ns, name).is_some();
-        match self.store.update_with(kind, ns, name, dry, |_| Ok(obj)) {
-            Ok(o) => {
-                let created = !existed && o.pointer("/metadata/resourceVersion").is_some();
-                json_response(if created { 201 } else { 200 }, &o)
-            }
+        match self.store.upsert_with(kind, ns, name, dry, |_| Ok(obj)) {
+            Ok((o, created)) => json_response(if created { 201 } else { 200 }, &o),
             Err(e) => error_response(&e),
         }
     }

@@ -12,6 +12,10 @@
 //! | `GET /sim/faults` | the current faults and the number of open watches, as JSON |
 //!
 //! `seconds` may be fractional. Each route answers `200` with the state as JSON, or `400` with a Status.
+//!
+//! Injected 429 and 503 answers carry `Retry-After: 1`, as the real server's do. kube-rs 5 clients retry 429, 503
+//! and 504 by themselves (up to 15 times, honouring `Retry-After`), so a short window of those codes is absorbed
+//! by the client; a 500, or a client built with `Config::default_retry = false`, makes the failure visible.
 
 use super::store::Store;
 use serde_json::{json, Value};

@@ -4,7 +4,11 @@
 //! 410s, server-side Tables, writes with the real status codes, and injectable faults ([`Faults`]).
 //!
 //! The [`Store`] is also usable in-process: objects are plain `serde_json::Value`s, so a caller can store objects
-//! that a typed client would refuse.
+//! that a typed client would refuse. Writes through the store are seen by HTTP clients exactly like writes over
+//! HTTP. Faults are controlled in-process through [`Faults`] or over HTTP under `/sim/faults/` (routes listed on
+//! [`Faults`]).
+//!
+//! Only HTTP/1.1 is served (kubectl and kube-rs use it for `http://` URLs).
 
 mod api;
 mod clock;
@@ -22,7 +26,10 @@ mod watch;
 pub use faults::Faults;
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
 pub use status::Cause;
-pub use store::{Preconditions, ResourceKind, Store, StoreError, TRIGGER_TIME_ANNOTATION};
+pub use store::{
+    EventType, ListFrom, ListPage, Preconditions, ResourceKind, Store, StoreError, StoredEvent,
+    WatchFrom, WatchStart, MAX_ENDPOINTS_PER_SLICE, TRIGGER_TIME_ANNOTATION,
+};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -42,7 +49,7 @@ pub struct SimOptions {
     pub history_limit: usize,
     /// Interval of BOOKMARK events on watches that asked for them.
     pub bookmark_interval: Duration,
-    /// Minor version reported by /version (kubectl's dispatcher picks kubectl.1.<minor> from it).
+    /// Minor version reported by /version (kubectl's dispatcher picks `kubectl.1.<minor>` from it).
     pub server_minor: String,
 }
 

@@ -560,6 +560,25 @@ mod tests {
         assert!(!sel("app").matches(&o));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_arbitrary_text_never_panics(s in "\\PC{0,40}") {
+            let _ = LabelSelector::parse(&s).map(|l| l.matches(&obj(json!({"a": "b"}))));
+            let _ = FieldSelector::parse(&s).map(|f| f.matches(&obj(json!({}))));
+        }
+
+        #[test]
+        fn equality_selector_matches_exactly_its_value(k in "[a-z][a-z0-9]{0,8}", v in "[a-z0-9]{0,8}", other in "[a-z0-9]{1,8}") {
+            let sel = LabelSelector::parse(&format!("{k}={v}")).unwrap();
+            let same = obj(json!({k.clone(): v.clone()}));
+            proptest::prop_assert!(sel.matches(&same));
+            if other != v {
+                let different = obj(json!({k: other}));
+                proptest::prop_assert!(!sel.matches(&different));
+            }
+        }
+    }
+
     #[test]
     fn field_selectors() {
         let o = obj(json!({}));

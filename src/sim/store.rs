@@ -552,6 +552,9 @@ fn validate(kind: ResourceKind, obj: &Value, old: Option<&Value>) -> Result<(), 
 /// Stamps the trigger-time annotation with `now`, unless the write sets it to a value different from the stored one.
 /// Leaves malformed (non-object) annotations alone.
 pub fn stamp_trigger_time(obj: &mut Value, old: Option<&Value>, now: &str) {
+    if !obj.is_object() {
+        return;
+    }
     let ptr = |v: &Value| {
         v.get("metadata")
             .and_then(|m| m.get("annotations"))
@@ -943,6 +946,19 @@ impl Store {
         dry_run: bool,
         f: impl FnOnce(Option<&Value>) -> Result<Value, StoreError>,
     ) -> Result<Value, StoreError> {
+        self.upsert_with(kind, namespace, name, dry_run, f)
+            .map(|(v, _)| v)
+    }
+
+    /// [`Store::update_with`], also telling whether the object was created (an Endpoints PUT to a missing name).
+    pub fn upsert_with(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+        f: impl FnOnce(Option<&Value>) -> Result<Value, StoreError>,
+    ) -> Result<(Value, bool), StoreError> {
         let now = Utc::now();
         let mut st = self.lock();
         let key = (namespace.to_string(), name.to_string());
@@ -962,9 +978,10 @@ impl Store {
                 metadata_mut(&mut obj).insert("name".into(), json!(name));
                 validate(kind, &obj, None)?;
                 if dry_run {
-                    return Ok(obj);
+                    return Ok((obj, true));
                 }
-                return Ok(self.commit(&mut st, kind, key, EventType::Added, Some(obj), None));
+                let stored = self.commit(&mut st, kind, key, EventType::Added, Some(obj), None);
+                return Ok((stored, true));
             }
             return Err(StoreError::NotFound {
                 kind,
@@ -977,16 +994,17 @@ impl Store {
             if let Some(rv) = meta_str(&old, "resourceVersion").map(str::to_string) {
                 metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv));
             }
-            return Ok(next);
+            return Ok((next, false));
         }
-        Ok(self.commit(
+        let stored = self.commit(
             &mut st,
             kind,
             key,
             EventType::Modified,
             Some(next),
             Some(old),
-        ))
+        );
+        Ok((stored, false))
     }
 
     /// Deletes an object at once. Returns its last state stamped with the deletion's resourceVersion.
