@@ -80,19 +80,18 @@ fn slice(name: &str, service: &str, ips: &[&str]) -> EndpointSlice {
             ..ObjectMeta::default()
         },
         address_type: "IPv4".into(),
-        endpoints: Some(
-            ips.iter()
-                .map(|ip| Endpoint {
-                    addresses: vec![ip.to_string()],
-                    conditions: Some(EndpointConditions {
-                        ready: Some(true),
-                        serving: Some(true),
-                        terminating: Some(false),
-                    }),
-                    ..Endpoint::default()
-                })
-                .collect(),
-        ),
+        endpoints: ips
+            .iter()
+            .map(|ip| Endpoint {
+                addresses: vec![ip.to_string()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(true),
+                    serving: Some(true),
+                    terminating: Some(false),
+                }),
+                ..Endpoint::default()
+            })
+            .collect(),
         ports: Some(vec![EndpointPort {
             port: Some(8080),
             name: Some("http".into()),
@@ -132,7 +131,7 @@ async fn crud_selectors_and_pagination_through_kube_rs() {
     assert_eq!(api_code(err), 409);
 
     let got = api.get("web-0").await.unwrap();
-    assert_eq!(got.endpoints.as_ref().unwrap()[0].addresses, ["10.0.0.1"]);
+    assert_eq!(got.endpoints[0].addresses, ["10.0.0.1"]);
 
     let web = api
         .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
@@ -185,7 +184,7 @@ async fn crud_selectors_and_pagination_through_kube_rs() {
     )
     .await
     .unwrap();
-    stale.endpoints = None;
+    stale.endpoints = Vec::new();
     assert_eq!(
         api_code(api.replace("web-0", &pp, &stale).await.unwrap_err()),
         409
@@ -197,9 +196,9 @@ async fn crud_selectors_and_pagination_through_kube_rs() {
         Some(2),
         "a label change bumps the generation"
     );
-    fresh.endpoints = Some(vec![]);
+    fresh.endpoints = vec![];
     let replaced = api.replace("web-0", &pp, &fresh).await.unwrap();
-    assert!(replaced.endpoints.unwrap_or_default().is_empty());
+    assert!(replaced.endpoints.is_empty());
     assert_eq!(replaced.metadata.generation, Some(3));
 
     // Merge patch flips a condition; strategic merge is refused visibly.
@@ -212,11 +211,7 @@ async fn crud_selectors_and_pagination_through_kube_rs() {
         .await
         .unwrap();
     assert_eq!(
-        patched.endpoints.as_ref().unwrap()[0]
-            .conditions
-            .as_ref()
-            .unwrap()
-            .serving,
+        patched.endpoints[0].conditions.as_ref().unwrap().serving,
         Some(false)
     );
     let err = api
