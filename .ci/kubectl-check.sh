@@ -3,8 +3,8 @@
 # create, patch and delete an EndpointSlice and watch the gateway's view change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/debug/loco-discovery
-[ -x "$bin" ] || cargo build --locked --quiet
+cargo build --locked --quiet
+bin="${CARGO_TARGET_DIR:-target}/debug/loco-discovery"
 
 kubectl_bin=$(command -v kubectl || true)
 if [ -z "$kubectl_bin" ]; then
@@ -19,19 +19,23 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-wait_line() { # file pattern
-  for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+wait_line() { # file pattern pid
+  for _ in $(seq 1 200); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || { echo "kubectl-check: the process exited" >&2; cat "${1%.out}.err" >&2; return 1; }
+    sleep 0.05
+  done
   echo "kubectl-check: timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
 
 "$bin" sim --listen 127.0.0.1:0 --write-kubeconfig "$work/kubeconfig" >"$work/sim.out" 2>"$work/sim.err" &
 pids+=($!)
-wait_line "$work/sim.out" "listening on"
+wait_line "$work/sim.out" "listening on" "$!"
 export KUBECONFIG="$work/kubeconfig" KUBECACHEDIR="$work/cache"
 
 "$bin" serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
 pids+=($!)
-wait_line "$work/serve.out" "serving on"
+wait_line "$work/serve.out" "serving on" "$!"
 gateway=$(grep -o 'http://[0-9.:]*' "$work/serve.out" | head -1)
 
 live() { curl -sf "$gateway/api/instances/live"; }
