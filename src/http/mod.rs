@@ -4,6 +4,7 @@
 //! ingress strips the `/api` prefix while its nginx proxy keeps it.
 
 mod admin;
+mod assets;
 mod query;
 mod snapshot;
 mod sse;
@@ -110,6 +111,9 @@ pub fn routes(
         .and(raw_query())
         .map(ws::upgrade);
     let healthz = warp::get().and(api_path(&["healthz"])).map(admin::healthz);
+    let assets = warp::get()
+        .and(warp::path::full())
+        .and_then(|path| async move { assets::serve(path) });
     let readyz = warp::get()
         .and(api_path(&["readyz"]))
         .and(with_hub)
@@ -121,6 +125,8 @@ pub fn routes(
         .or(healthz)
         .unify()
         .or(readyz)
+        .unify()
+        .or(assets)
         .unify()
         .recover(handle_rejection)
         .unify()
