@@ -123,6 +123,10 @@ pub struct ServeArgs {
     /// Address to serve HTTP on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Serve /metrics, /healthz and /readyz on this separate address (and /metrics no
+    /// longer on --listen).
+    #[arg(long, env = "ADMIN_LISTEN_ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
     #[command(flatten)]

@@ -87,6 +87,8 @@ pub struct Frame {
     pub instance: Instance,
     /// The event's JSON (the SSE `data:` line and the WebSocket text frame).
     pub json: Arc<str>,
+    /// When it was published, for the published → socket latency.
+    pub published_at: std::time::Instant,
 }
 
 /// The JSON of one delta event.
@@ -108,6 +110,18 @@ struct DeltaEvent<'a> {
     stats: Stats,
     #[serde(serialize_with = "iso_time")]
     last_update: DateTime<Utc>,
+    /// When the change happened in the cluster (the slice's trigger time), if known.
+    #[serde(serialize_with = "iso_time_opt")]
+    change_time: Option<DateTime<Utc>>,
+    /// `ts − changeTime` in milliseconds: the change → gateway → published latency.
+    latency_ms: Option<f64>,
+}
+
+fn iso_time_opt<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => iso_time(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// The JSON of a `snapshot` or `reset` event: the envelope of `/api/instances/live`
@@ -137,6 +151,8 @@ pub fn left_view_json(instance: &Instance, id: &str, now: DateTime<Utc>) -> Stri
         instance,
         stats: Stats::default(),
         last_update: now,
+        change_time: None,
+        latency_ms: None,
     };
     serde_json::to_string(&event).expect("events serialize")
 }
@@ -223,6 +239,20 @@ impl Hub {
     /// re-list. The i-th delta (from 1) gets the id `<origin>.<i>`, so two replicas that
     /// saw the same changes give the same ids, and a client can resume on either.
     pub fn publish(&self, deltas: &[Delta], origin: &str, now: DateTime<Utc>) {
+        self.publish_change(deltas, origin, None, now)
+    }
+
+    /// [`publish`](Self::publish), with the time the change happened in the cluster
+    /// (carried in each event as `changeTime` and `latencyMs`).
+    pub fn publish_change(
+        &self,
+        deltas: &[Delta],
+        origin: &str,
+        change_time: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) {
+        let latency_ms = change_time
+            .map(|t| (now - t).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1000.0);
         let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
         state.synced = true;
@@ -256,6 +286,8 @@ impl Hub {
                 instance: &delta.instance,
                 stats,
                 last_update: now,
+                change_time,
+                latency_ms,
             })
             .expect("events serialize");
             let frame = Arc::new(Frame {
@@ -264,6 +296,7 @@ impl Hub {
                 kind: delta.kind,
                 instance: delta.instance.clone(),
                 json: json.into(),
+                published_at: std::time::Instant::now(),
             });
             state.positions.insert(id.clone(), state.seq);
             state.current_id = id;
@@ -275,6 +308,9 @@ impl Hub {
             }
             // No receivers is fine: nobody is listening yet.
             let _ = self.sender.send(frame);
+        }
+        if !deltas.is_empty() {
+            record_gauges(state);
         }
     }
 
@@ -399,6 +435,23 @@ impl Hub {
             after_seq,
         }
     }
+}
+
+/// Instances by service and status, and the history depth, as gauges.
+fn record_gauges(state: &State) {
+    use crate::metrics as m;
+    for ((_, service), stats) in &state.service_stats {
+        let by_status = [
+            ("ready", stats.ready),
+            ("degraded", stats.degraded),
+            ("not_ready", stats.not_ready),
+        ];
+        for (status, count) in by_status {
+            metrics::gauge!(m::INSTANCES, "service" => service.clone(), "status" => status)
+                .set(count as f64);
+        }
+    }
+    metrics::gauge!(m::HISTORY_DEPTH).set(state.history.len() as f64);
 }
 
 fn adjust(stats: &mut Stats, status: Status, by: isize) {

@@ -63,6 +63,19 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
+    run_with_admin(config, client, listener, None, shutdown).await
+}
+
+/// [`run`], with probes and `/metrics` on a separate `admin` listener when given (the
+/// main listener then serves no `/metrics`).
+pub async fn run_with_admin(
+    config: GatewayConfig,
+    client: kube::Client,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: CancellationToken,
+) {
+    let metrics_handle = metrics::install();
     let hub = Arc::new(Hub::with_limits(
         HubInfo {
             mode: config.mode.as_str().to_owned(),
@@ -87,7 +100,16 @@ pub async fn run(
         shutdown: shutdown.clone(),
         ..config.stream.clone()
     };
-    let server = warp::serve(http::routes(HttpState::new(hub, stream)))
+    let state = HttpState::new(hub, stream, metrics_handle);
+    let with_metrics = admin.is_none();
+    if let Some(admin) = admin {
+        let server = warp::serve(http::admin_routes(state.clone()))
+            .incoming(admin)
+            .graceful(shutdown.clone().cancelled_owned())
+            .run();
+        tokio::spawn(server);
+    }
+    let server = warp::serve(http::routes(state, with_metrics))
         .incoming(listener)
         .graceful(shutdown.clone().cancelled_owned())
         .run();

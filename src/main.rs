@@ -138,10 +138,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cluster {cluster_url}"))?;
     let listener = bind(args.listen).await?;
     let addr = listener.local_addr()?;
+    let admin = match args.admin_listen {
+        Some(admin) => Some(bind(admin).await?),
+        None => None,
+    };
     info!(listen = %addr, cluster = %cluster_url, namespace = %config.namespace,
           services = ?config.services, "gateway serving");
+    if let Some(admin) = &admin {
+        println!("metrics and probes on http://{}", admin.local_addr()?);
+    }
     println!("loco-discovery serving on http://{addr}");
-    loco_discovery::run(config, client, listener, shutdown_on_signal()).await;
+    loco_discovery::run_with_admin(config, client, listener, admin, shutdown_on_signal()).await;
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 use crate::hub::Hub;
 use crate::index::{Anomaly, EndpointIndex, IndexConfig, Outcome, SERVICE_NAME_LABEL};
 use crate::metrics as m;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -15,6 +15,7 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 use tracing::{debug, info, warn};
 
 /// What to watch: the services' EndpointSlices in one namespace.
@@ -110,13 +111,60 @@ fn report_anomalies(anomalies: &[Anomaly]) {
     }
 }
 
-fn publish(hub: &Hub, outcome: Outcome, origin: &str) {
+fn publish(hub: &Hub, outcome: Outcome, origin: &str, change_time: Option<DateTime<Utc>>) {
     report_anomalies(&outcome.anomalies);
     for delta in &outcome.deltas {
         debug!(kind = %delta.kind, service = %delta.service, instance = %delta.instance_id, "delta");
         metrics::counter!(m::DELTAS, "type" => delta.kind.as_str()).increment(1);
     }
-    hub.publish(&outcome.deltas, origin, Utc::now());
+    hub.publish_change(&outcome.deltas, origin, change_time, Utc::now());
+}
+
+/// The annotation the EndpointSlice controller stamps with the time of the Pod or Service
+/// change that caused the write.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// The service a slice belongs to, for metric labels.
+fn service_of(object: &DynamicObject) -> String {
+    object
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Reads the trigger time of a changed slice and records the change → gateway latency;
+/// a missing or unparsable annotation is counted instead.
+fn observe_change(
+    object: &DynamicObject,
+    service: &str,
+    received: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let raw = object
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION));
+    let Some(raw) = raw else {
+        metrics::counter!(m::TRIGGER_TIME_SKIPPED, "reason" => "missing").increment(1);
+        return None;
+    };
+    match DateTime::parse_from_rfc3339(raw) {
+        Ok(time) => {
+            let time = time.with_timezone(&Utc);
+            let seconds = (received - time).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+            metrics::histogram!(m::CHANGE_TO_GATEWAY, "service" => service.to_owned())
+                .record(seconds);
+            Some(time)
+        }
+        Err(error) => {
+            debug!(service, value = %raw, %error, "unparsable trigger time");
+            metrics::counter!(m::TRIGGER_TIME_SKIPPED, "reason" => "unparsable").increment(1);
+            None
+        }
+    }
 }
 
 /// Watches until `shutdown` resolves. Errors never end the loop: the watcher retries
@@ -180,23 +228,32 @@ pub async fn run_watch(
                 info!(namespace = %target.namespace, deltas = outcome.deltas.len(),
                       instances = index.instances().len(), "list complete");
                 lists += 1;
-                publish(&hub, outcome, &format!("list-{boot:08x}-{lists}"));
+                publish(&hub, outcome, &format!("list-{boot:08x}-{lists}"), None);
                 hub.mark_ready(Utc::now());
                 metrics::counter!(m::WATCH_RELISTS).increment(1);
                 metrics::gauge!(m::WATCH_READY).set(1.0);
             }
             Event::Apply(object) => {
+                let received = Instant::now();
+                let service = service_of(&object);
+                let change_time = observe_change(&object, &service, Utc::now());
                 let origin = origin_of(&object);
                 if let Some(slice) = decode(object, &target) {
                     let outcome = index.apply(&slice, Utc::now());
-                    publish(&hub, outcome, &origin);
+                    publish(&hub, outcome, &origin, change_time);
                 }
+                metrics::histogram!(m::RECEIPT_TO_PUBLISHED, "service" => service)
+                    .record(received.elapsed().as_secs_f64());
             }
             Event::Delete(object) => {
+                let received = Instant::now();
+                let service = service_of(&object);
                 let origin = origin_of(&object);
                 let slice = deleted_slice(object, &target);
                 let outcome = index.delete(&slice, Utc::now());
-                publish(&hub, outcome, &origin);
+                publish(&hub, outcome, &origin, None);
+                metrics::histogram!(m::RECEIPT_TO_PUBLISHED, "service" => service)
+                    .record(received.elapsed().as_secs_f64());
             }
         }
     }

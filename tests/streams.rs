@@ -297,9 +297,11 @@ async fn a_slow_subscriber_delays_nobody_and_is_reset_when_it_reads_again() {
     config.hub.subscriber_lag = 16;
     let gateway = Gateway::start_with(&cluster, config).await;
 
-    // The slow subscriber: a raw connection with a tiny receive buffer that stops reading.
+    // The slow subscriber: a raw connection with a small receive buffer that stops reading.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
+    // Small, but well above one loopback segment (64 KiB): a window that cannot open by a
+    // full segment makes TCP fall back to slow zero-window probing.
+    socket.set_recv_buffer_size(256 * 1024).unwrap();
     let mut slow = socket.connect(gateway.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     slow.write_all(b"GET /api/instances/stream HTTP/1.1\r\nhost: x\r\n\r\n")

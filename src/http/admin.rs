@@ -1,4 +1,4 @@
-//! Liveness and readiness for Kubernetes probes.
+//! Liveness and readiness for Kubernetes probes, and the Prometheus exposition.
 
 use crate::hub::Hub;
 use serde_json::json;
@@ -20,4 +20,17 @@ pub fn readyz(hub: Arc<Hub>) -> warp::reply::Response {
         let body = warp::reply::json(&json!({ "status": "waiting for the first list" }));
         warp::reply::with_status(body, StatusCode::SERVICE_UNAVAILABLE).into_response()
     }
+}
+
+/// The Prometheus text exposition of every metric of this process.
+pub fn metrics(
+    handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> warp::reply::Response {
+    let body = handle.map(|h| h.render()).unwrap_or_default();
+    warp::reply::with_header(
+        body,
+        "content-type",
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
+    .into_response()
 }

@@ -15,6 +15,7 @@ pub use query::{parse_filter, parse_stream_query};
 pub use ws::pong_for;
 
 use crate::hub::Hub;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,14 +29,17 @@ pub struct HttpState {
     pub hub: Arc<Hub>,
     pub stream: StreamConfig,
     pub subscribers: Arc<SubscriberCount>,
+    /// The Prometheus recorder's handle, rendered at `/metrics`.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl HttpState {
-    pub fn new(hub: Arc<Hub>, stream: StreamConfig) -> Self {
+    pub fn new(hub: Arc<Hub>, stream: StreamConfig, metrics: Option<PrometheusHandle>) -> Self {
         Self {
             hub,
             stream,
             subscribers: Arc::new(SubscriberCount::default()),
+            metrics,
         }
     }
 
@@ -87,15 +91,49 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
-/// Every route of the gateway.
-pub fn routes(
+/// Probes, and `/metrics` when `with_metrics`: what the admin port serves, and what
+/// the main port serves too (metrics only when there is no admin port).
+fn probe_routes(
+    state: &HttpState,
+    with_metrics: bool,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let hub = state.hub.clone();
+    let handle = state.metrics.clone();
+    let healthz = warp::get().and(api_path(&["healthz"])).map(admin::healthz);
+    let readyz = warp::get()
+        .and(api_path(&["readyz"]))
+        .map(move || admin::readyz(hub.clone()));
+    let metrics = warp::get().and(api_path(&["metrics"])).and_then(move || {
+        let handle = handle.clone();
+        async move {
+            if with_metrics {
+                Ok(admin::metrics(handle))
+            } else {
+                Err(warp::reject::not_found())
+            }
+        }
+    });
+    healthz.or(readyz).unify().or(metrics).unify()
+}
+
+/// The admin port: probes and metrics only.
+pub fn admin_routes(
     state: HttpState,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    probe_routes(&state, true).recover(handle_rejection).unify()
+}
+
+/// Every route of the gateway; `/metrics` only when `with_metrics` (no admin port).
+pub fn routes(
+    state: HttpState,
+    with_metrics: bool,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let probes = probe_routes(&state, with_metrics);
     let with_state = warp::any().map(move || state.clone());
     let with_hub = with_state.clone().map(|s: HttpState| s.hub);
     let live = warp::get()
         .and(api_path(&["instances", "live"]))
-        .and(with_hub.clone())
+        .and(with_hub)
         .and(raw_query())
         .map(snapshot::live);
     let sse = warp::get()
@@ -110,21 +148,14 @@ pub fn routes(
         .and(warp::ws())
         .and(raw_query())
         .map(ws::upgrade);
-    let healthz = warp::get().and(api_path(&["healthz"])).map(admin::healthz);
     let assets = warp::get()
         .and(warp::path::full())
         .and_then(|path| async move { assets::serve(path) });
-    let readyz = warp::get()
-        .and(api_path(&["readyz"]))
-        .and(with_hub)
-        .map(admin::readyz);
     live.or(sse)
         .unify()
         .or(ws)
         .unify()
-        .or(healthz)
-        .unify()
-        .or(readyz)
+        .or(probes)
         .unify()
         .or(assets)
         .unify()

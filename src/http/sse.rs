@@ -1,7 +1,7 @@
 //! `GET /api/instances/stream`: Server-Sent Events for `EventSource`, `curl -N` and
 //! any HTTP client.
 
-use super::stream::{jittered, subscriber_stream, Outgoing};
+use super::stream::{jittered, record_delivery, subscriber_stream, Outgoing};
 use super::{error_reply, parse_stream_query, HttpState};
 use futures::StreamExt;
 use std::convert::Infallible;
@@ -11,7 +11,15 @@ use warp::Reply;
 
 fn to_event(out: Outgoing) -> Event {
     match out {
-        Outgoing::Event { id, event, data } => Event::default().id(id).event(event).data(&*data),
+        Outgoing::Event {
+            id,
+            event,
+            data,
+            frame,
+        } => {
+            record_delivery(&frame, "sse");
+            Event::default().id(id).event(event).data(&*data)
+        }
         Outgoing::Heartbeat => Event::default().comment("heartbeat"),
         Outgoing::Reconnect { retry, data } => Event::default()
             .retry(retry)

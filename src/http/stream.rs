@@ -56,6 +56,8 @@ pub enum Outgoing {
         id: String,
         event: String,
         data: Arc<str>,
+        /// The published frame behind it (none for snapshots), for latency metrics.
+        frame: Option<Arc<Frame>>,
     },
     /// Nothing happened for a heartbeat interval.
     Heartbeat,
@@ -89,6 +91,7 @@ impl SubscriberCount {
                 (n < max).then_some(n + 1)
             });
         taken.ok().map(|_| {
+            tracing::debug!(transport, "subscriber connected");
             metrics::gauge!(m::SUBSCRIBERS, "transport" => transport).increment(1.0);
             SubscriberSlot {
                 counts: self.clone(),
@@ -105,6 +108,7 @@ impl SubscriberCount {
 impl Drop for SubscriberSlot {
     fn drop(&mut self) {
         self.counts.count.fetch_sub(1, Ordering::AcqRel);
+        tracing::debug!(transport = self.transport, "subscriber disconnected");
         metrics::gauge!(m::SUBSCRIBERS, "transport" => self.transport).decrement(1.0);
     }
 }
@@ -126,6 +130,16 @@ fn snapshot_event(
         id: id.to_owned(),
         event: kind.to_owned(),
         data: data.into(),
+        frame: None,
+    }
+}
+
+/// Records the published → socket latency of a delivered frame.
+pub fn record_delivery(frame: &Option<Arc<Frame>>, transport: &'static str) {
+    if let Some(frame) = frame {
+        metrics::histogram!(m::PUBLISHED_TO_SOCKET,
+            "service" => frame.instance.service.clone(), "transport" => transport)
+        .record(frame.published_at.elapsed().as_secs_f64());
     }
 }
 
@@ -145,11 +159,12 @@ impl View {
         }
     }
 
-    fn pass(&mut self, frame: &Frame) -> Option<Outgoing> {
+    fn pass(&mut self, frame: &Arc<Frame>) -> Option<Outgoing> {
         let event = || Outgoing::Event {
             id: frame.id.clone(),
             event: frame.kind.as_str().to_owned(),
             data: frame.json.clone(),
+            frame: Some(frame.clone()),
         };
         let fixed = Filter {
             statuses: Vec::new(),
@@ -180,6 +195,7 @@ impl View {
                 id: frame.id.clone(),
                 event: "InstanceRemoved".into(),
                 data: left_view_json(&frame.instance, &frame.id, Utc::now()).into(),
+                frame: Some(frame.clone()),
             }),
             (false, false, _) => None,
         }
@@ -246,6 +262,7 @@ pub fn subscriber_stream(
                         let (snapshot, id, seq) = hub.snapshot_with_position(&view.filter, Utc::now());
                         after_seq = seq;
                         view.reset(&snapshot);
+                        heartbeat.reset();
                         metrics::counter!(m::RESETS, "reason" => "slow_subscriber").increment(1);
                         yield snapshot_event("reset", Some("slow_subscriber"), &snapshot, &id);
                     }

@@ -2,7 +2,7 @@
 //! for services and for the lego-loco frontend's WebSocket hook (which sends
 //! `{"type":"__ping"}` and expects `{"type":"__pong"}`).
 
-use super::stream::{subscriber_stream, Outgoing, SubscriberSlot};
+use super::stream::{record_delivery, subscriber_stream, Outgoing, SubscriberSlot};
 use super::{error_reply, parse_stream_query, HttpState};
 use crate::hub::Filter;
 use futures::{SinkExt, StreamExt};
@@ -68,7 +68,11 @@ async fn serve(
             },
             out = events.next() => {
                 let sent = match out {
-                    Some(Outgoing::Event { data, .. }) => sink.send(Message::text(&*data)).await,
+                    Some(Outgoing::Event { data, frame, .. }) => {
+                        let sent = sink.send(Message::text(&*data)).await;
+                        record_delivery(&frame, "ws");
+                        sent
+                    }
                     Some(Outgoing::Heartbeat) => sink.send(Message::ping("heartbeat")).await,
                     Some(Outgoing::Reconnect { data, .. }) => {
                         let _ = sink.send(Message::text(&*data)).await;

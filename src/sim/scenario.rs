@@ -7,7 +7,7 @@
 //! 100 endpoints, the `last-change-trigger-time` annotation set to the pod change that
 //! caused the write, plus the Service's core/v1 Endpoints object.
 
-use super::store::{ResourceKind, Store, StoreError};
+use super::store::{ResourceKind, Store, StoreError, TRIGGER_TIME_ANNOTATION};
 use crate::slices::{mk_endpoint, mk_slice};
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -19,8 +19,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-/// The annotation the EndpointSlice controller stamps with the time of the pod change.
-pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 /// The most endpoints the controller packs into one slice by default.
 const ENDPOINTS_PER_SLICE: usize = 100;
 

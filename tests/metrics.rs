@@ -1,0 +1,386 @@
+//! `/metrics` moves by exactly what the gateway did. One test, one gateway, steps in
+//! order: the metrics recorder is global to the process.
+
+mod support;
+
+use futures::StreamExt;
+use loco_discovery::sim::ResourceKind;
+use loco_discovery::GatewayConfig;
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// The value of one series in a Prometheus text exposition (0 when absent).
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, number) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let all = labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+            (metric == name && all).then(|| number.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+struct Scrape(String);
+
+impl Scrape {
+    async fn from(gateway: &Gateway) -> Self {
+        Scrape(
+            reqwest::get(gateway.url("/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+    }
+
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        value(&self.0, name, labels)
+    }
+}
+
+async fn moved(gateway: &Gateway, before: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    Scrape::from(gateway).await.get(name, labels) - before.get(name, labels)
+}
+
+/// Waits until the series moved by `expected` since `before`.
+async fn expect_moved(
+    gateway: &Gateway,
+    before: &Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+    expected: f64,
+) {
+    let result = eventually(LIMIT, || async {
+        moved(gateway, before, name, labels).await == expected
+    })
+    .await;
+    assert!(
+        result.is_ok(),
+        "{name}{labels:?} moved by {} instead of {expected}",
+        moved(gateway, before, name, labels).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_scripted_activity() {
+    let cluster = SimCluster::start().await;
+    let mut config = GatewayConfig::new(NS, vec![SVC.into()]);
+    config.hub.subscriber_lag = 16;
+    config.stream.max_subscribers = 3;
+    config.stream.heartbeat = Duration::from_millis(200);
+    let gateway = Gateway::start_with(&cluster, config).await;
+    let svc = [("service", SVC)];
+
+    // Churn: three pods appear, one turns ready, one leaves.
+    let before = Scrape::from(&gateway).await;
+    assert_eq!(before.get("loco_discovery_watch_ready", &[]), 1.0);
+    let mut sse = gateway.sse("", None).await;
+    sse.next().await;
+    cluster.put(&slice(
+        "emu-a",
+        vec![pod(0, false), pod(1, false), pod(2, false)],
+    ));
+    cluster.put(&slice(
+        "emu-a",
+        vec![pod(0, true), pod(1, false), pod(2, false)],
+    ));
+    cluster.put(&slice("emu-a", vec![pod(0, true), pod(1, false)]));
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_deltas_total",
+        &[("type", "InstanceAdded")],
+        3.0,
+    )
+    .await;
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_deltas_total",
+        &[("type", "InstanceReady")],
+        1.0,
+    )
+    .await;
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_deltas_total",
+        &[("type", "InstanceRemoved")],
+        1.0,
+    )
+    .await;
+    for hop in [
+        "loco_discovery_change_to_gateway_seconds_count",
+        "loco_discovery_receipt_to_published_seconds_count",
+    ] {
+        expect_moved(&gateway, &before, hop, &svc, 3.0).await;
+    }
+    for _ in 0..5 {
+        sse.next().await;
+    }
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_published_to_socket_seconds_count",
+        &[("service", SVC), ("transport", "sse")],
+        5.0,
+    )
+    .await;
+    let now = Scrape::from(&gateway).await;
+    assert_eq!(
+        now.get(
+            "loco_discovery_instances",
+            &[("service", SVC), ("status", "ready")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        now.get(
+            "loco_discovery_instances",
+            &[("service", SVC), ("status", "not_ready")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        now.get("loco_discovery_subscribers", &[("transport", "sse")]),
+        1.0
+    );
+    assert!(now.get("loco_discovery_history_depth", &[]) >= 5.0);
+    assert!(now.get("loco_discovery_heartbeats_total", &[]) >= 0.0);
+
+    // A slice without a trigger time is not measured, and is counted.
+    let before = Scrape::from(&gateway).await;
+    let mut bare = serde_json::to_value(slice("emu-b", vec![pod(5, true)])).unwrap();
+    bare["metadata"]["annotations"] = json!({});
+    cluster
+        .store()
+        .create(ResourceKind::EndpointSlice, NS, bare.clone())
+        .unwrap();
+    // The simulator stamps the write time on writes; clear it again with a patch that
+    // sets it to an unparsable value.
+    cluster
+        .store()
+        .merge_patch(
+            ResourceKind::EndpointSlice,
+            NS,
+            "emu-b",
+            &json!({"metadata": {"annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "yesterday"}}}),
+        )
+        .unwrap();
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_trigger_time_skipped_total",
+        &[("reason", "unparsable")],
+        1.0,
+    )
+    .await;
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_change_to_gateway_seconds_count",
+        &svc,
+        1.0,
+    )
+    .await;
+
+    // A malformed object is skipped and counted.
+    let before = Scrape::from(&gateway).await;
+    let mut broken = bare.clone();
+    broken["metadata"]["name"] = json!("broken");
+    broken["endpoints"] = json!("not a list");
+    cluster
+        .store()
+        .create(ResourceKind::EndpointSlice, NS, broken)
+        .unwrap();
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_malformed_objects_total",
+        &[("reason", "undecodable")],
+        1.0,
+    )
+    .await;
+
+    // A cut watch is resumed without an error or a re-list; a 410 forces one of each.
+    let before = Scrape::from(&gateway).await;
+    cluster.sim.faults.cut_watches();
+    cluster.put(&slice("emu-a", vec![pod(0, true), pod(1, true)]));
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_deltas_total",
+        &[("type", "InstanceReady")],
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        moved(&gateway, &before, "loco_discovery_watch_relists_total", &[]).await,
+        0.0
+    );
+    assert_eq!(
+        moved(&gateway, &before, "loco_discovery_watch_errors_total", &[]).await,
+        0.0
+    );
+    cluster.sim.faults.stall(Duration::from_millis(300));
+    cluster.sim.faults.cut_watches();
+    cluster.put(&slice(
+        "emu-a",
+        vec![pod(0, true), pod(1, true), pod(3, true)],
+    ));
+    cluster.sim.faults.forget_history();
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_watch_errors_total",
+        &[("reason", "gone_410")],
+        1.0,
+    )
+    .await;
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_watch_relists_total",
+        &[],
+        1.0,
+    )
+    .await;
+    eventually(LIMIT, || async {
+        gateway.view().await == cluster.truth(SVC)
+    })
+    .await
+    .unwrap();
+
+    // An unknown resume id gets a reset.
+    let before = Scrape::from(&gateway).await;
+    let mut stale = gateway.sse("", Some("1.1")).await;
+    assert_eq!(stale.next().await.event, "reset");
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_resets_total",
+        &[("reason", "unknown_id")],
+        1.0,
+    )
+    .await;
+
+    // A third subscriber fits, a fourth is refused.
+    let before = Scrape::from(&gateway).await;
+    let third = gateway.sse("", None).await;
+    let refused = reqwest::get(gateway.url("/api/instances/stream"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_subscribers_rejected_total",
+        &[("reason", "capacity")],
+        1.0,
+    )
+    .await;
+    drop((stale, sse, third));
+    eventually(LIMIT, || async {
+        Scrape::from(&gateway)
+            .await
+            .get("loco_discovery_subscribers", &[("transport", "sse")])
+            == 0.0
+    })
+    .await
+    .unwrap();
+
+    // Idle streams get heartbeats.
+    let before = Scrape::from(&gateway).await;
+    let response = reqwest::get(gateway.url("/api/instances/stream"))
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while text.matches(":heartbeat").count() < 2 {
+        let chunk = tokio::time::timeout(LIMIT, body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(moved(&gateway, &before, "loco_discovery_heartbeats_total", &[]).await >= 2.0);
+    drop(body);
+    eventually(LIMIT, || async {
+        Scrape::from(&gateway)
+            .await
+            .get("loco_discovery_subscribers", &[("transport", "sse")])
+            == 0.0
+    })
+    .await
+    .unwrap();
+
+    // A subscriber that stops reading is reset when it reads again.
+    let before = Scrape::from(&gateway).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // Small, but well above one loopback segment (64 KiB): a window that cannot open by a
+    // full segment makes TCP fall back to slow zero-window probing.
+    socket.set_recv_buffer_size(256 * 1024).unwrap();
+    let mut slow = socket.connect(gateway.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    slow.write_all(b"GET /api/instances/stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for round in 0..60 {
+        let endpoints = (0..100).map(|n| pod(n, (n + round) % 2 == 0)).collect();
+        cluster.put(&slice("emu-a", endpoints));
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    let mut seen = Vec::new();
+    let found = eventually(Duration::from_secs(20), || {
+        if let Some(Ok(n)) = futures::FutureExt::now_or_never(slow.read(&mut buf)) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let done = String::from_utf8_lossy(&seen).contains("slow_subscriber");
+        async move { done }
+    })
+    .await;
+    assert!(found.is_ok(), "no reset for the slow subscriber");
+    // It may fall behind more than once while the churn lasts: every reset it got counts.
+    // Read until the stream has only heartbeats left (bounded).
+    let mut quiet_reads = 0;
+    for _ in 0..400 {
+        match tokio::time::timeout(Duration::from_secs(2), slow.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                let chunk = String::from_utf8_lossy(&buf[..n]).into_owned();
+                seen.extend_from_slice(chunk.as_bytes());
+                // Raw bytes: chunked framing around SSE frames; no `event:` means heartbeats only.
+                let only_heartbeats = !chunk.contains("event:");
+                quiet_reads = if only_heartbeats { quiet_reads + 1 } else { 0 };
+                if quiet_reads >= 3 {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    let resets = String::from_utf8_lossy(&seen)
+        .matches("\"reason\":\"slow_subscriber\"")
+        .count();
+    assert!(resets >= 1);
+    expect_moved(
+        &gateway,
+        &before,
+        "loco_discovery_resets_total",
+        &[("reason", "slow_subscriber")],
+        resets as f64,
+    )
+    .await;
+}
