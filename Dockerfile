@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # loco-discovery: a static musl binary on distroless, running as an unprivileged user
 # with no shell. Build:   docker build -t loco-discovery:0.1.0 .
 #               minikube: minikube image build -t loco-discovery:0.1.0 .

