@@ -163,6 +163,7 @@ refuse "healthCheckInterval is not a number of ms" "healthCheckInterval" --set s
 refuse "the grace period does not cover the stream shutdown" "terminationGracePeriodSeconds" --set terminationGracePeriodSeconds=12
 refuse "the static mode has no instances" "staticInstances" --set discoveryMode=static
 refuse "the ingress would cut idle streams" "proxyTimeoutSeconds" --set ingress.enabled=true --set ingress.proxyTimeoutSeconds=10
+refuse "the PodDisruptionBudget would block every drain" "minAvailable" --set replicaCount=1 --set podDisruptionBudget.minAvailable=1
 refuse "the admin port is the API port" "admin.port" --set admin.port=8080
 refuse "no Service is named" "serviceName" --set serviceDiscovery.serviceName=
 

@@ -133,6 +133,12 @@ serviceDiscovery.useEndpointSlices: false selects kubernetes-endpoints.
 {{- if and (eq (include "loco-discovery.mode" .) "static") (not .Values.staticInstances) }}
 {{- fail "discoveryMode static needs staticInstances" }}
 {{- end }}
+{{- $minAvailable := .Values.podDisruptionBudget.minAvailable }}
+{{- if and .Values.podDisruptionBudget.enabled (not .Values.autoscaling.enabled) (regexMatch "^[0-9]+$" (toString $minAvailable)) }}
+{{- if ge (int $minAvailable) (int .Values.replicaCount) }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below replicaCount (%d), or no node can ever be drained" (int $minAvailable) (int .Values.replicaCount)) }}
+{{- end }}
+{{- end }}
 {{- if and .Values.admin.enabled (eq (int .Values.admin.port) (int .Values.port)) }}
 {{- fail "admin.port must differ from port" }}
 {{- end }}
