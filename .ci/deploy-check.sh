@@ -184,9 +184,9 @@ section "hadolint Dockerfile"
 "$HADOLINT" Dockerfile || fail "hadolint"
 echo "-- no findings"
 # Every path the build stage copies from the context must pass .dockerignore.
-for src in $(awk 'toupper($1)=="COPY" && $2 !~ /^--from/ {for (i=2; i<NF; i++) print $i}' Dockerfile); do
+while read -r src; do
   grep -qx "!${src%/}/\?" .dockerignore || fail ".dockerignore excludes $src, which the Dockerfile copies"
-done
+done < <(awk 'toupper($1)=="COPY" && $2 !~ /^--from/ {for (i=2; i<NF; i++) print $i}' Dockerfile)
 echo "-- .dockerignore lets through every COPY source"
 
 section "deploy checks passed in $(( $(date +%s) - started ))s"
