@@ -6,8 +6,8 @@ ARG RUST_VERSION=1.95
 
 # --- build: dependencies first, so that a source change rebuilds only this crate ----
 FROM rust:${RUST_VERSION}-alpine AS build
-# The C toolchain and musl headers ring compiles against; the package comes from the
-# Alpine release the pinned base image is built on.
+# musl headers and start files for ring's C and assembly (gcc is in the base image);
+# the version is the one of the base image's Alpine release.
 # hadolint ignore=DL3018
 RUN apk add --no-cache musl-dev
 WORKDIR /src
