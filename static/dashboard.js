@@ -191,7 +191,11 @@ function renderGrid(instances, filtered) {
     entry.heading.textContent = `${group.service} · ${group.namespace}`;
     entry.heading.hidden = !multi;
     nextSections.set(group.group, entry);
-    grids.append(entry.section);
+    // Move nodes only when out of place: re-inserting a node restarts its animation.
+    if (entry.section.parentNode !== grids || entry.section !== grids.children[nextSections.size - 1]) {
+      grids.insertBefore(entry.section, grids.children[nextSections.size - 1] ?? null);
+    }
+    let position = 0;
     for (const slot of group.slots) {
       seenSlots.add(slot.id);
       const signature = cardSignature(slot);
@@ -206,7 +210,8 @@ function renderGrid(instances, filtered) {
         el.signature = signature;
         if (wasShown) flash(el.li);
       }
-      entry.list.append(el.li);
+      if (entry.list.children[position] !== el.li) entry.list.insertBefore(el.li, entry.list.children[position] ?? null);
+      position++;
     }
   }
   for (const [id, el] of slotElements) {
@@ -226,6 +231,7 @@ function flash(el) {
   el.classList.remove('changed');
   void el.offsetWidth; // restart the animation
   el.classList.add('changed');
+  el.addEventListener('animationend', () => el.classList.remove('changed'), { once: true });
 }
 
 // ---- header, log ----------------------------------------------------------------------
