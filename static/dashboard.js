@@ -250,6 +250,17 @@ function renderHeader(instances, state, meta) {
   const connection = $('connection');
   connection.dataset.state = state;
   $('connection-text').textContent = CONNECTION[state] ?? state;
+  const banner = $('banner');
+  const since = meta?.lastUpdate ? ` from ${clock(new Date(meta.lastUpdate))}` : '';
+  const message = {
+    reconnecting: `The live stream is down: showing the last known state${since}. Reconnecting…`,
+    fallback: `The live stream is down: showing a snapshot${since}, refreshed every 5 s until the stream is back.`,
+    closed: 'The stream is closed. Reload the page to reconnect.',
+  }[state];
+  banner.hidden = !message;
+  banner.textContent = message ?? '';
+  banner.dataset.state = state;
+  document.body.classList.toggle('stale', Boolean(message));
   if (meta?.lastUpdate) {
     const t = new Date(meta.lastUpdate);
     const el = $('last-update');
