@@ -44,7 +44,7 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-export function formatAge(ms) {
+function formatAge(ms) {
   if (!Number.isFinite(ms) || ms < 0) ms = 0;
   const s = Math.floor(ms / 1000);
   if (s < 60) return `${s} s`;
@@ -72,8 +72,11 @@ function shortName(instance) {
 
 // ---- the grid -------------------------------------------------------------------------
 
-/** Slots to draw per service: nine by default, more when the service has more. */
-function slotsByService(instances, filtered) {
+/**
+ * Slots to draw per service (in the gateway's order of services): nine by default, more
+ * when the service has more.
+ */
+function slotsByService(instances, filtered, services = []) {
   const groups = new Map();
   for (const instance of sortInstances(instances)) {
     const group = `${instance.namespace ?? ''}/${instance.service ?? ''}`;
@@ -101,7 +104,11 @@ function slotsByService(instances, filtered) {
     }
     result.push({ group, service: list[0].service, namespace: list[0].namespace, slots });
   }
-  return result;
+  const rank = (service) => {
+    const n = services.indexOf(service);
+    return n === -1 ? services.length : n;
+  };
+  return result.sort((a, b) => rank(a.service) - rank(b.service));
 }
 
 function portsList(ports) {
@@ -174,8 +181,8 @@ function renderCard(slot) {
 const slotElements = new Map(); // slot id -> { li, signature }
 let sectionElements = new Map(); // group -> { section, list }
 
-function renderGrid(instances, filtered) {
-  const groups = slotsByService(instances, filtered);
+function renderGrid(instances, filtered, services) {
+  const groups = slotsByService(instances, filtered, services);
   const grids = $('grids');
   const multi = groups.length > 1;
   const seenSlots = new Set();
@@ -347,7 +354,7 @@ function start() {
   let latest = { instances: new Map(), state: 'connecting', meta: null };
   const paint = () => {
     scheduled = false;
-    renderGrid(latest.instances, filtered);
+    renderGrid(latest.instances, filtered, latest.meta?.services);
     renderHeader(latest.instances, latest.state, latest.meta);
   };
   const subscription = subscribe({ ...filters, baseUrl }, (instances, change) => {
