@@ -118,12 +118,15 @@ export function buildQuery(filters = {}, lastEventId) {
 }
 
 /**
- * How long a delta took to reach this client, in milliseconds: the event's `latency`
- * field when the gateway sends one (a number of milliseconds, or a string such as
- * `"12ms"` or `"0.4s"`), else now − `ts` (when the gateway published it). `null` when the
- * event carries neither.
+ * How long a delta took to reach this client, in milliseconds: now − `changeTime` (when
+ * the change happened in the cluster, from the EndpointSlice's trigger time) when the
+ * gateway knows it; else the event's `latency` field (a number of milliseconds, or a
+ * string such as `"12ms"` or `"0.4s"`); else now − `ts` (when the gateway published it).
+ * `null` when the event carries none of them. Clock skew never gives a negative value.
  */
 export function eventLatencyMs(event, now = Date.now()) {
+  const changed = Date.parse(event?.changeTime ?? '');
+  if (Number.isFinite(changed)) return Math.max(0, now - changed);
   const given = parseDuration(event?.latency ?? event?.latencyMs);
   if (given !== null) return given;
   const ts = Date.parse(event?.ts ?? '');

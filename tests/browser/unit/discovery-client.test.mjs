@@ -164,6 +164,11 @@ describe('helpers', () => {
     assert.equal(eventLatencyMs({ ts: '2026-01-01T00:00:00.750Z' }, now), 250);
     assert.equal(eventLatencyMs({ ts: '2026-01-01T00:00:00.750Z', latency: 42 }, now), 42);
     assert.equal(eventLatencyMs({ latency: '0.5s' }, now), 500);
+    assert.equal(
+      eventLatencyMs({ changeTime: '2026-01-01T00:00:00.900Z', latencyMs: 3, ts: '2026-01-01T00:00:00.950Z' }, now),
+      100,
+      'the cluster change time gives the end-to-end latency',
+    );
     assert.equal(eventLatencyMs({ latency: '17ms' }, now), 17);
     assert.equal(eventLatencyMs({ ts: '2026-01-01T00:00:02.000Z' }, now), 0, 'clock skew never gives a negative latency');
     assert.equal(eventLatencyMs({}, now), null);
