@@ -114,3 +114,93 @@ fn bad_flags_are_explained_without_a_panic() {
     assert!(stderr.contains("kubernetes-endpointslices"), "{stderr}");
     assert!(!stderr.contains("panicked"));
 }
+
+/// Two gateway processes watching one simulated API: a client that loses the first
+/// resumes on the second with the first one's last event id, without a reset.
+#[test]
+fn a_client_resumes_across_two_gateway_processes() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Api, PostParams};
+    use support::process::start;
+    use support::{pod, slice, Rebuilt, NS};
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let (_sim, sim_url) = start(
+        &[
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--write-kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let env = [("KUBECONFIG", kubeconfig.as_path())];
+    let (mut a, a_url) = start(&["serve", "--listen", "127.0.0.1:0"], &env);
+    let (_b, b_url) = start(&["serve", "--listen", "127.0.0.1:0"], &env);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = {
+        let _guard = runtime.enter();
+        kube::Client::try_from(kube::Config::new(sim_url.parse().unwrap())).unwrap()
+    };
+    let slices: Api<EndpointSlice> = Api::namespaced(client, NS);
+    let write = |endpoints| {
+        let object = slice("emu-a", endpoints);
+        runtime.block_on(async {
+            match slices.get_opt("emu-a").await.unwrap() {
+                None => slices
+                    .create(&PostParams::default(), &object)
+                    .await
+                    .unwrap(),
+                Some(_) => slices
+                    .replace("emu-a", &PostParams::default(), &object)
+                    .await
+                    .unwrap(),
+            }
+        });
+    };
+
+    let mut rebuilt = Rebuilt::default();
+    let mut on_a = runtime.block_on(support::SseClient::connect(
+        &format!("{a_url}/api/instances/stream"),
+        None,
+    ));
+    let e = runtime.block_on(on_a.next());
+    rebuilt.apply(&e.event, &e.data);
+    write(vec![pod(0, false)]);
+    write(vec![pod(0, true), pod(1, false)]);
+    for _ in 0..3 {
+        let e = runtime.block_on(on_a.next());
+        rebuilt.apply(&e.event, &e.data);
+    }
+    let last = on_a.last_id.clone().unwrap();
+    drop(on_a);
+    drop(a.0.kill());
+
+    write(vec![pod(0, true), pod(1, true), pod(2, false)]);
+    let live = |url: &str| -> serde_json::Value {
+        reqwest::blocking::get(format!("{url}/api/instances/live"))
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let start_wait = Instant::now();
+    while live(&b_url)["stats"]["total"] != 3 {
+        assert!(start_wait.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut on_b = runtime.block_on(support::SseClient::connect(
+        &format!("{b_url}/api/instances/stream"),
+        Some(&last),
+    ));
+    let mut kinds = Vec::new();
+    while let Some(e) = runtime.block_on(on_b.next_within(Duration::from_millis(500))) {
+        kinds.push(e.event.clone());
+        rebuilt.apply(&e.event, &e.data);
+    }
+    assert!(!kinds.iter().any(|k| k == "reset"), "{kinds:?}");
+    assert_eq!(kinds, vec!["InstanceReady", "InstanceAdded"]);
+    assert_eq!(rebuilt.view(), support::view_of(&live(&b_url)["instances"]));
+}
