@@ -39,12 +39,20 @@ pub enum DiscoveryMode {
     /// Watch the discovery.k8s.io/v1 EndpointSlices of the services.
     #[value(name = "kubernetes-endpointslices")]
     KubernetesEndpointSlices,
+    /// Watch the core/v1 Endpoints objects of the services (old clusters, fallback).
+    #[value(name = "kubernetes-endpoints")]
+    KubernetesEndpoints,
+    /// Serve the instances of a JSON or YAML file (--static-file), no cluster needed.
+    #[value(name = "static")]
+    Static,
 }
 
 impl DiscoveryMode {
     pub fn as_str(self) -> &'static str {
         match self {
             DiscoveryMode::KubernetesEndpointSlices => "kubernetes-endpointslices",
+            DiscoveryMode::KubernetesEndpoints => "kubernetes-endpoints",
+            DiscoveryMode::Static => "static",
         }
     }
 }
@@ -74,15 +82,47 @@ pub struct DiscoveryArgs {
     /// The cluster's DNS domain, used in each instance's dnsName.
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// The instances file of the static mode (JSON or YAML), followed for changes.
+    #[arg(long, env = "STATIC_INSTANCES_FILE", value_name = "PATH")]
+    pub static_file: Option<PathBuf>,
+    /// Display metadata (name, description, tags by ordinal or pod name; JSON or YAML),
+    /// followed for changes: a mounted ConfigMap.
+    #[arg(long, env = "INSTANCE_METADATA_FILE", value_name = "PATH")]
+    pub metadata_file: Option<PathBuf>,
+    /// Probe each instance's health port at this interval (GET /health); off when unset.
+    #[arg(long, env = "HEALTH_CHECK_INTERVAL", value_parser = duration)]
+    pub health_check_interval: Option<Duration>,
+    /// Order instances of this zone first in snapshots (a `preferZone` query parameter
+    /// overrides it per request).
+    #[arg(long, env = "PREFER_ZONE")]
+    pub prefer_zone: Option<String>,
 }
 
 impl DiscoveryArgs {
+    /// The gateway settings these flags describe, or why they do not fit together.
+    pub fn checked_config(&self) -> Result<crate::GatewayConfig, String> {
+        match (self.mode, &self.static_file) {
+            (DiscoveryMode::Static, None) => {
+                return Err("--mode static needs --static-file (STATIC_INSTANCES_FILE)".into())
+            }
+            (DiscoveryMode::Static, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err("--static-file is only used with --mode static".into()),
+        }
+        Ok(self.gateway_config())
+    }
+
     /// The gateway settings these flags describe.
     pub fn gateway_config(&self) -> crate::GatewayConfig {
         let mut services = self.services.clone();
         services.dedup();
         let mut config = crate::GatewayConfig::new(self.namespace.clone(), services);
         config.mode = self.mode;
+        config.static_file = self.static_file.clone();
+        config.metadata_file = self.metadata_file.clone();
+        config.health_check = self
+            .health_check_interval
+            .map(crate::probe::ProbeConfig::every);
+        config.prefer_zone = self.prefer_zone.clone();
         config.index = IndexConfig {
             cluster_domain: self.cluster_domain.clone(),
             ..IndexConfig::default()
@@ -261,6 +301,14 @@ mod tests {
         assert!(err.to_string().contains("longer than zero"));
         let err = parse(&["serve", "--mode", "kubernetes-pods"]).unwrap_err();
         assert!(err.to_string().contains("kubernetes-endpointslices"));
+        let Command::Serve(serve) = parse(&["serve", "--mode", "static"]).unwrap().command else {
+            panic!("not serve")
+        };
+        assert!(serve
+            .discovery
+            .checked_config()
+            .unwrap_err()
+            .contains("--static-file"));
     }
 
     #[test]

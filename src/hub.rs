@@ -24,6 +24,8 @@ pub struct HubInfo {
     pub mode: String,
     pub namespace: String,
     pub services: Vec<String>,
+    /// Zone whose instances snapshots list first, unless a request names another.
+    pub prefer_zone: Option<String>,
 }
 
 /// Sizes of the hub's buffers.
@@ -51,6 +53,8 @@ pub struct Filter {
     pub services: Vec<String>,
     pub statuses: Vec<Status>,
     pub zones: Vec<String>,
+    /// Not a filter: list this zone's instances first (topology-aware clients).
+    pub prefer_zone: Option<String>,
 }
 
 impl Filter {
@@ -375,6 +379,14 @@ impl Hub {
             .cloned()
             .collect();
         sort_for_grid(&mut instances);
+        if let Some(zone) = filter
+            .prefer_zone
+            .as_ref()
+            .or(self.info.prefer_zone.as_ref())
+        {
+            // Stable: the grid order stays within each group.
+            instances.sort_by_key(|i| i.kubernetes.zone.as_ref() != Some(zone));
+        }
         let last_update = if state.synced {
             now
         } else {

@@ -7,8 +7,10 @@
 //! against the previous instance set: endpoints move between slices and dual-stack pods
 //! sit in two slices, so a per-slice diff would report false remove/add pairs.
 
+use crate::metadata::MetadataMap;
 use crate::model::{
-    Addresses, Delta, DeltaKind, Health, Instance, KubernetesInfo, ServiceRef, Status, TargetRef,
+    Addresses, Delta, DeltaKind, Health, Instance, KubernetesInfo, Probe, ServiceRef, Status,
+    TargetRef,
 };
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
@@ -132,6 +134,10 @@ pub struct EndpointIndex {
     slice_owner: HashMap<(String, String), ServiceRef>,
     /// Slices gathered during a re-list, swapped in at its end.
     relist: Option<Vec<EndpointSlice>>,
+    /// Display hints by ordinal or pod name.
+    metadata: MetadataMap,
+    /// The latest health probe of each instance, by key.
+    probes: HashMap<String, Probe>,
 }
 
 impl EndpointIndex {
@@ -260,6 +266,44 @@ impl EndpointIndex {
         outcome
     }
 
+    /// Replaces the display metadata; instances whose name, description or tags change
+    /// come out as `InstanceUpdated`.
+    pub fn set_metadata(&mut self, metadata: MetadataMap, now: DateTime<Utc>) -> Outcome {
+        self.metadata = metadata;
+        let mut outcome = Outcome::default();
+        let services: Vec<ServiceRef> = self.services.keys().cloned().collect();
+        for service in &services {
+            self.recompute(service, now, &mut outcome.deltas);
+        }
+        outcome
+    }
+
+    /// Records a health probe of the instance `key`. Only a different outcome (reachable
+    /// or not, another status code) changes the instance: a serving instance whose probe
+    /// fails turns `degraded`, and `ready` again when it passes. A probe of an instance
+    /// that is gone is dropped.
+    pub fn set_probe(&mut self, key: &str, probe: Probe, now: DateTime<Utc>) -> Outcome {
+        let mut outcome = Outcome::default();
+        let Some(service) = self
+            .services
+            .iter()
+            .find(|(_, e)| e.instances.contains_key(key))
+            .map(|(s, _)| s.clone())
+        else {
+            return outcome;
+        };
+        if self
+            .probes
+            .get(key)
+            .is_some_and(|old| old.same_outcome(&probe))
+        {
+            return outcome;
+        }
+        self.probes.insert(key.to_owned(), probe);
+        self.recompute(&service, now, &mut outcome.deltas);
+        outcome
+    }
+
     /// Whether a re-list is under way.
     pub fn relisting(&self) -> bool {
         self.relist.is_some()
@@ -292,7 +336,14 @@ impl EndpointIndex {
         let Some(entry) = self.services.get_mut(service) else {
             return;
         };
-        let built = build_instances(&self.config, service, &entry.slices, now);
+        let built = build_instances(
+            &self.config,
+            service,
+            &entry.slices,
+            &self.metadata,
+            &self.probes,
+            now,
+        );
         let old = std::mem::take(&mut entry.instances);
         let mut next: HashMap<String, Instance> = HashMap::with_capacity(built.len());
         let mut changes: Vec<Delta> = Vec::new();
@@ -309,9 +360,8 @@ impl EndpointIndex {
                     let (kind, reason) = match instance.status {
                         Status::Ready => (DeltaKind::InstanceReady, None),
                         Status::Offline => (DeltaKind::InstanceNotReady, Some("terminating")),
-                        Status::Booting | Status::Degraded => {
-                            (DeltaKind::InstanceNotReady, Some("not-serving"))
-                        }
+                        Status::Degraded => (DeltaKind::InstanceNotReady, Some("probe-failing")),
+                        Status::Booting => (DeltaKind::InstanceNotReady, Some("not-serving")),
                     };
                     changes.push(delta(kind, reason, &instance));
                 }
@@ -320,6 +370,7 @@ impl EndpointIndex {
         }
         for (key, previous) in old {
             if !next.contains_key(&key) {
+                self.probes.remove(&key);
                 changes.push(delta(DeltaKind::InstanceRemoved, None, &previous));
             }
         }
@@ -540,6 +591,8 @@ fn build_instances(
     config: &IndexConfig,
     service: &ServiceRef,
     slices: &BTreeMap<String, ParsedSlice>,
+    metadata: &MetadataMap,
+    probes: &HashMap<String, Probe>,
     now: DateTime<Utc>,
 ) -> Vec<Instance> {
     struct Merged<'a> {
@@ -601,11 +654,15 @@ fn build_instances(
                 Some(n) => format!("instance-{n}"),
                 None => pod_name.clone(),
             };
-            let name = match ordinal {
-                Some(0) => "Windows 98 - Game Server".to_owned(),
-                Some(n) => format!("Windows 98 - Client {n}"),
-                None => pod_name.clone(),
+            let hints = metadata.lookup(&pod_name, m.first.ordinal);
+            let name = match (hints.and_then(|h| h.name.clone()), ordinal) {
+                (Some(name), _) => name,
+                (None, Some(0)) => "Windows 98 - Game Server".to_owned(),
+                (None, Some(n)) => format!("Windows 98 - Client {n}"),
+                (None, None) => pod_name.clone(),
             };
+            let key = format!("{}/{}/{}", service.namespace, service.name, pod_name);
+            let probe = probes.get(&key).cloned();
             let vnc_port = m
                 .ports
                 .get("vnc")
@@ -620,9 +677,15 @@ fn build_instances(
                 Ok(IpAddr::V6(_)) => format!("http://[{ip}]:{health_port}"),
                 _ => format!("http://{ip}:{health_port}"),
             });
-            let status = m.status;
+            let status = match (&probe, m.status) {
+                (Some(p), Status::Ready) if !p.reachable => Status::Degraded,
+                (_, status) => status,
+            };
             Instance {
-                key: format!("{}/{}/{}", service.namespace, service.name, pod_name),
+                key,
+                description: hints.and_then(|h| h.description.clone()),
+                tags: hints.map(|h| h.tags.clone()).unwrap_or_default(),
+                probe,
                 stream_url: format!("/proxy/vnc/{id}"),
                 vnc_url: format!("{dns_name}:{vnc_port}"),
                 id,
@@ -641,7 +704,7 @@ fn build_instances(
                 },
                 ports: m.ports,
                 health: Health {
-                    ready: status == Status::Ready,
+                    ready: status == Status::Ready || status == Status::Degraded,
                     last_transition: now,
                     details: status.details().to_owned(),
                 },

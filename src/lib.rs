@@ -4,13 +4,17 @@
 //! [`run`] wires them; [`sim`] is a simulated Kubernetes API server for tests and the demo.
 
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod hub;
 pub mod index;
+pub mod metadata;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod sim;
 pub mod slices;
+pub mod sources;
 pub mod watch;
 
 use crate::config::DiscoveryMode;
@@ -18,8 +22,12 @@ use crate::http::stream::StreamConfig;
 use crate::http::HttpState;
 use crate::hub::{Hub, HubInfo, HubLimits};
 use crate::index::IndexConfig;
+use crate::metadata::MetadataMap;
+use crate::probe::ProbeConfig;
 use crate::watch::WatchTarget;
+use crate::watch::{Input, Source, WatchKind};
 use chrono::Utc;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -38,6 +46,16 @@ pub struct GatewayConfig {
     pub stream: StreamConfig,
     /// How long open streams get to close at shutdown before the server stops anyway.
     pub shutdown_grace: Duration,
+    /// The instances file of the static mode.
+    pub static_file: Option<PathBuf>,
+    /// The display metadata file.
+    pub metadata_file: Option<PathBuf>,
+    /// Active health checks; off when `None`.
+    pub health_check: Option<ProbeConfig>,
+    /// Zone whose instances come first in snapshots.
+    pub prefer_zone: Option<String>,
+    /// How often followed files are read again.
+    pub file_poll: Duration,
 }
 
 impl GatewayConfig {
@@ -51,6 +69,11 @@ impl GatewayConfig {
             hub: HubLimits::default(),
             stream: StreamConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            static_file: None,
+            metadata_file: None,
+            health_check: None,
+            prefer_zone: None,
+            file_poll: Duration::from_secs(1),
         }
     }
 }
@@ -75,12 +98,24 @@ pub async fn run_with_admin(
     admin: Option<TcpListener>,
     shutdown: CancellationToken,
 ) {
+    run_gateway(config, Some(client), listener, admin, shutdown).await
+}
+
+/// The gateway in any mode; `client` is needed by the Kubernetes modes only.
+pub async fn run_gateway(
+    config: GatewayConfig,
+    client: Option<kube::Client>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: CancellationToken,
+) {
     let metrics_handle = metrics::install();
     let hub = Arc::new(Hub::with_limits(
         HubInfo {
             mode: config.mode.as_str().to_owned(),
             namespace: config.namespace.clone(),
             services: config.services.clone(),
+            prefer_zone: config.prefer_zone.clone(),
         },
         config.hub,
         Utc::now(),
@@ -89,11 +124,34 @@ pub async fn run_with_admin(
         namespace: config.namespace.clone(),
         services: config.services.clone(),
     };
-    let watch = tokio::spawn(watch::run_watch(
-        client,
+    let (inputs, input_rx) = tokio::sync::mpsc::channel::<Input>(256);
+    let source = match (config.mode, client) {
+        (DiscoveryMode::Static, _) | (_, None) => Source::Static,
+        (DiscoveryMode::KubernetesEndpointSlices, Some(client)) => Source::Kubernetes {
+            client,
+            kind: WatchKind::EndpointSlices,
+        },
+        (DiscoveryMode::KubernetesEndpoints, Some(client)) => Source::Kubernetes {
+            client,
+            kind: WatchKind::Endpoints,
+        },
+    };
+    follow_files(&config, &inputs, &shutdown);
+    if let Some(probes) = config.health_check.clone() {
+        tokio::spawn(probe::run_probes(
+            hub.clone(),
+            probes,
+            inputs.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(inputs);
+    let watch = tokio::spawn(watch::run_discovery(
+        source,
         target,
         config.index.clone(),
         hub.clone(),
+        input_rx,
         shutdown.clone().cancelled_owned(),
     ));
     let stream = StreamConfig {
@@ -124,4 +182,45 @@ pub async fn run_with_admin(
         }
     }
     let _ = watch.await;
+}
+
+/// Starts following the metadata file and the static instances file, when configured.
+fn follow_files(
+    config: &GatewayConfig,
+    inputs: &tokio::sync::mpsc::Sender<Input>,
+    shutdown: &CancellationToken,
+) {
+    if let Some(path) = config.metadata_file.clone() {
+        let sender = inputs.clone();
+        tokio::spawn(files::follow_file(
+            path,
+            "metadata",
+            config.file_poll,
+            shutdown.clone(),
+            move |text| {
+                let metadata = MetadataMap::parse(&text).map_err(|e| e.to_string())?;
+                sender
+                    .try_send(Input::Metadata(metadata))
+                    .map_err(|e| e.to_string())
+            },
+        ));
+    }
+    if let (DiscoveryMode::Static, Some(path)) = (config.mode, config.static_file.clone()) {
+        let sender = inputs.clone();
+        let namespace = config.namespace.clone();
+        let service = config.services.first().cloned().unwrap_or_default();
+        tokio::spawn(files::follow_file(
+            path,
+            "static",
+            config.file_poll,
+            shutdown.clone(),
+            move |text| {
+                let instances = sources::parse_static(&text, &namespace, &service)
+                    .map_err(|e| e.to_string())?;
+                sender
+                    .try_send(Input::Static(Box::new(instances)))
+                    .map_err(|e| e.to_string())
+            },
+        ));
+    }
 }

@@ -3,13 +3,12 @@
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
+use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use loco_discovery::config::{
-    Cli, Command, DemoArgs, DiscoveryArgs, DiscoveryMode, ScenarioArgs, ScenarioName, ServeArgs,
-    SimArgs,
+    Cli, Command, DemoArgs, DiscoveryMode, ScenarioArgs, ScenarioName, ServeArgs, SimArgs,
 };
-use loco_discovery::index::IndexConfig;
 use loco_discovery::sim::scenario::{run_scenario, ScenarioConfig};
 use loco_discovery::sim::{write_kubeconfig, Sim, SimOptions};
 use loco_discovery::GatewayConfig;
@@ -106,15 +105,31 @@ async fn check_cluster(
     config: &GatewayConfig,
     timeout: Duration,
 ) -> Result<()> {
-    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &config.namespace);
     let params = ListParams::default().limit(1);
-    match tokio::time::timeout(timeout, api.list_metadata(&params)).await {
+    let (listed, what) = if config.mode == DiscoveryMode::KubernetesEndpoints {
+        let api: Api<Endpoints> = Api::namespaced(client.clone(), &config.namespace);
+        (
+            tokio::time::timeout(timeout, api.list_metadata(&params))
+                .await
+                .map(|r| r.map(drop)),
+            "Endpoints",
+        )
+    } else {
+        let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &config.namespace);
+        (
+            tokio::time::timeout(timeout, api.list_metadata(&params))
+                .await
+                .map(|r| r.map(drop)),
+            "EndpointSlices",
+        )
+    };
+    match listed {
         Err(_) => Err(anyhow!(
             "the Kubernetes API did not answer within {}",
             humantime::format_duration(timeout)
         )),
         Ok(Err(kube::Error::Api(status))) => Err(anyhow!(
-            "the Kubernetes API refused to list EndpointSlices in namespace {:?}: {} ({})",
+            "the Kubernetes API refused to list {what} in namespace {:?}: {} ({})",
             config.namespace,
             status.message,
             status.code
@@ -125,8 +140,11 @@ async fn check_cluster(
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let mut config = args.discovery.gateway_config();
+    let mut config = args.discovery.checked_config().map_err(|e| anyhow!(e))?;
     args.stream.apply(&mut config);
+    if config.mode == DiscoveryMode::Static {
+        return serve_static(args, config).await;
+    }
     let kube_config = kube::Config::infer().await.map_err(|e| {
         anyhow!("no Kubernetes cluster configured (not in a cluster, and no usable KUBECONFIG or ~/.kube/config): {e}")
     })?;
@@ -149,6 +167,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     println!("loco-discovery serving on http://{addr}");
     loco_discovery::run_with_admin(config, client, listener, admin, shutdown_on_signal()).await;
+    Ok(())
+}
+
+/// The static mode: no cluster, the instances come from the file.
+async fn serve_static(args: ServeArgs, config: GatewayConfig) -> Result<()> {
+    if let Some(path) = &config.static_file {
+        std::fs::metadata(path)
+            .with_context(|| format!("cannot read the static instances file {}", path.display()))?;
+    }
+    let listener = bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    let admin = match args.admin_listen {
+        Some(admin) => Some(bind(admin).await?),
+        None => None,
+    };
+    println!("loco-discovery serving on http://{addr}");
+    loco_discovery::run_gateway(config, None, listener, admin, shutdown_on_signal()).await;
     Ok(())
 }
 
@@ -195,13 +230,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
         let stop = shutdown.clone();
         tokio::spawn(async move { sim.serve(sim_listener, stop.cancelled_owned()).await })
     };
-    let discovery = DiscoveryArgs {
-        namespace: "loco".into(),
-        services: vec!["loco-loco-emulator".into()],
-        mode: DiscoveryMode::KubernetesEndpointSlices,
-        cluster_domain: IndexConfig::default().cluster_domain,
-    };
-    let mut config = discovery.gateway_config();
+    let mut config = GatewayConfig::new("loco", vec!["loco-loco-emulator".into()]);
     args.stream.apply(&mut config);
     tokio::spawn(run_scenario(
         sim.store.clone(),

@@ -40,6 +40,9 @@ pub const RESETS: &str = "loco_discovery_resets_total";
 /// Heartbeats sent on idle streams.
 pub const HEARTBEATS: &str = "loco_discovery_heartbeats_total";
 
+/// Metadata or static files that could not be read or parsed, by file.
+pub const FILE_ERRORS: &str = "loco_discovery_file_errors_total";
+
 /// Histogram buckets for the latency hops, in seconds: from 100 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -131,4 +134,9 @@ pub fn describe() {
         "reset events sent to subscribers, by reason (unknown_id, slow_subscriber)."
     );
     describe_counter!(HEARTBEATS, Unit::Count, "Heartbeats sent on idle streams.");
+    describe_counter!(
+        FILE_ERRORS,
+        Unit::Count,
+        "Metadata or static instance files that could not be read or parsed (the last good state is kept), by file."
+    );
 }

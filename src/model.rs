@@ -141,6 +141,29 @@ pub struct KubernetesInfo {
     pub target_ref: Option<TargetRef>,
 }
 
+/// The result of the latest active health probe of an instance's health port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    /// The health endpoint answered with a 2xx status in time.
+    pub reachable: bool,
+    pub status_code: Option<u16>,
+    pub latency_ms: Option<u64>,
+    /// When the probe that established this result ran (repeated identical results do
+    /// not move it, so they cause no delta).
+    #[serde(serialize_with = "iso_time")]
+    pub checked_at: DateTime<Utc>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+impl Probe {
+    /// Two results that a client would draw the same way.
+    pub fn same_outcome(&self, other: &Probe) -> bool {
+        self.reachable == other.reachable && self.status_code == other.status_code
+    }
+}
+
 /// One emulator instance (one pod behind the watched Service).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -150,7 +173,12 @@ pub struct Instance {
     /// Unique across services: `<namespace>/<service>/<pod>`.
     pub key: String,
     pub ordinal: Option<u32>,
+    /// Display name: from the instance metadata file when it names one, else
+    /// `Windows 98 - Game Server` / `Windows 98 - Client N`.
     pub name: String,
+    /// Display hints from the instance metadata file (never addresses).
+    pub description: Option<String>,
+    pub tags: Vec<String>,
     pub status: Status,
     pub ready: bool,
     /// The instance exists in the cluster (as opposed to a configured-but-absent slot).
@@ -166,6 +194,8 @@ pub struct Instance {
     pub vnc_url: String,
     pub health_url: Option<String>,
     pub kubernetes: KubernetesInfo,
+    /// The latest active health probe, when probes are on.
+    pub probe: Option<Probe>,
 }
 
 impl Instance {

@@ -1,14 +1,19 @@
-//! The only user of `kube`: watches the EndpointSlices of the configured services and
-//! feeds the index, then publishes the index's deltas to the hub.
+//! The only user of `kube`: watches the EndpointSlices (or Endpoints) of the configured
+//! services and feeds the index, with the other inputs (metadata, probes, a static file)
+//! through the same task, then publishes the index's deltas to the hub.
 //!
 //! Objects arrive as `DynamicObject` and are decoded one by one, so a single malformed
 //! object is skipped and counted instead of failing the whole list forever.
 
 use crate::hub::Hub;
 use crate::index::{Anomaly, EndpointIndex, IndexConfig, Outcome, SERVICE_NAME_LABEL};
+use crate::metadata::MetadataMap;
 use crate::metrics as m;
+use crate::model::Probe;
+use crate::sources::{merge_metadata, EndpointsAdapter, StaticInstances};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, watcher, Event};
@@ -167,97 +172,328 @@ fn observe_change(
     }
 }
 
-/// Watches until `shutdown` resolves. Errors never end the loop: the watcher retries
-/// with jittered exponential backoff (0.8 s up to 30 s) and re-lists when the API says
-/// its resourceVersion is gone.
-pub async fn run_watch(
-    client: kube::Client,
-    target: WatchTarget,
-    index_config: IndexConfig,
-    hub: Arc<Hub>,
-    shutdown: impl Future<Output = ()>,
-) {
+/// Which objects the watch follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchKind {
+    /// discovery.k8s.io/v1 EndpointSlices, by the `kubernetes.io/service-name` label.
+    EndpointSlices,
+    /// core/v1 Endpoints objects, named like their Service.
+    Endpoints,
+}
+
+/// Inputs to the discovery loop besides the Kubernetes watch; all go through the one
+/// task that owns the index.
+#[derive(Debug)]
+pub enum Input {
+    /// New display metadata (the metadata file changed).
+    Metadata(MetadataMap),
+    /// A health probe result for the instance `key`.
+    Probe { key: String, probe: Probe },
+    /// The static instances file, parsed.
+    Static(Box<StaticInstances>),
+}
+
+/// One change from a source, in the index's terms.
+enum SourceEvent {
+    Init,
+    Listed(Vec<EndpointSlice>),
+    InitDone,
+    Changed {
+        apply: Vec<EndpointSlice>,
+        delete: Vec<EndpointSlice>,
+        origin: String,
+        change_time: Option<DateTime<Utc>>,
+        service: String,
+        received: Instant,
+    },
+    Failed(&'static str, String),
+}
+
+type SourceStream = std::pin::Pin<Box<dyn futures::Stream<Item = SourceEvent> + Send>>;
+
+fn slice_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
     let resource = ApiResource::erase::<EndpointSlice>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(client, &target.namespace, &resource);
     let config = watcher::Config::default().labels(&target.label_selector());
-    let stream = watcher(api, config).default_backoff();
-    let mut stream = std::pin::pin!(stream);
+    let target = target.clone();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .map(move |event| match event {
+            Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
+            Ok(Event::Init) => SourceEvent::Init,
+            Ok(Event::InitApply(object)) => {
+                SourceEvent::Listed(decode(object, &target).into_iter().collect())
+            }
+            Ok(Event::InitDone) => SourceEvent::InitDone,
+            Ok(Event::Apply(object)) => {
+                let received = Instant::now();
+                let service = service_of(&object);
+                let change_time = observe_change(&object, &service, Utc::now());
+                let origin = origin_of(&object);
+                SourceEvent::Changed {
+                    apply: decode(object, &target).into_iter().collect(),
+                    delete: Vec::new(),
+                    origin,
+                    change_time,
+                    service,
+                    received,
+                }
+            }
+            Ok(Event::Delete(object)) => {
+                let received = Instant::now();
+                let service = service_of(&object);
+                let origin = origin_of(&object);
+                SourceEvent::Changed {
+                    apply: Vec::new(),
+                    delete: vec![deleted_slice(object, &target)],
+                    origin,
+                    change_time: None,
+                    service,
+                    received,
+                }
+            }
+        });
+    Box::pin(stream)
+}
+
+fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
+    let resource = ApiResource::erase::<Endpoints>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &target.namespace, &resource);
+    let mut config = watcher::Config::default();
+    if let [one] = target.services.as_slice() {
+        config = config.fields(&format!("metadata.name={one}"));
+    }
+    let target = target.clone();
+    let mut adapter = EndpointsAdapter::default();
+    let wanted = move |object: &DynamicObject| {
+        object
+            .metadata
+            .name
+            .as_ref()
+            .is_some_and(|n| target.services.contains(n))
+    };
+    let decode_endpoints = |object: DynamicObject| -> Option<Endpoints> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let value = serde_json::to_value(&object).ok()?;
+        match serde_json::from_value::<Endpoints>(value) {
+            Ok(endpoints) => Some(endpoints),
+            Err(error) => {
+                warn!(endpoints = %name, reason = "undecodable", %error, "skipping an Endpoints object that does not decode");
+                metrics::counter!(m::MALFORMED_OBJECTS, "reason" => "undecodable").increment(1);
+                None
+            }
+        }
+    };
+    let stream = watcher(api, config)
+        .default_backoff()
+        .map(move |event| match event {
+            Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
+            Ok(Event::Init) => {
+                adapter.reset();
+                SourceEvent::Init
+            }
+            Ok(Event::InitApply(object)) => {
+                let slices = (wanted(&object))
+                    .then(|| decode_endpoints(object))
+                    .flatten()
+                    .map(|e| adapter.apply(&e).0)
+                    .unwrap_or_default();
+                SourceEvent::Listed(slices)
+            }
+            Ok(Event::InitDone) => SourceEvent::InitDone,
+            Ok(Event::Apply(object)) | Ok(Event::Delete(object)) if !wanted(&object) => {
+                SourceEvent::Listed(Vec::new())
+            }
+            Ok(Event::Apply(object)) => {
+                let received = Instant::now();
+                let service = object.metadata.name.clone().unwrap_or_default();
+                let change_time = observe_change(&object, &service, Utc::now());
+                let origin = origin_of(&object);
+                let (apply, delete) = decode_endpoints(object)
+                    .map(|e| adapter.apply(&e))
+                    .unwrap_or_default();
+                SourceEvent::Changed {
+                    apply,
+                    delete,
+                    origin,
+                    change_time,
+                    service,
+                    received,
+                }
+            }
+            Ok(Event::Delete(object)) => {
+                let received = Instant::now();
+                let service = object.metadata.name.clone().unwrap_or_default();
+                let origin = origin_of(&object);
+                let gone = Endpoints {
+                    metadata: object.metadata.clone(),
+                    ..Endpoints::default()
+                };
+                let delete = adapter.delete(&gone);
+                SourceEvent::Changed {
+                    apply: Vec::new(),
+                    delete,
+                    origin,
+                    change_time: None,
+                    service,
+                    received,
+                }
+            }
+        });
+    Box::pin(stream)
+}
+
+/// Where instances come from.
+pub enum Source {
+    /// The Kubernetes API, watching `kind`.
+    Kubernetes {
+        client: kube::Client,
+        kind: WatchKind,
+    },
+    /// Only what arrives as [`Input::Static`].
+    Static,
+}
+
+/// Runs discovery until `shutdown` resolves: the source's events and the `inputs` feed
+/// one index, whose deltas are published to the hub. Kubernetes errors never end the
+/// loop: the watcher retries with jittered exponential backoff (0.8 s up to 30 s) and
+/// re-lists when the API says its resourceVersion is gone.
+pub async fn run_discovery(
+    source: Source,
+    target: WatchTarget,
+    index_config: IndexConfig,
+    hub: Arc<Hub>,
+    mut inputs: tokio::sync::mpsc::Receiver<Input>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut events: SourceStream = match source {
+        Source::Kubernetes {
+            client,
+            kind: WatchKind::EndpointSlices,
+        } => slice_events(client, &target),
+        Source::Kubernetes {
+            client,
+            kind: WatchKind::Endpoints,
+        } => endpoints_events(client, &target),
+        Source::Static => Box::pin(futures::stream::pending()),
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     let mut index = EndpointIndex::new(index_config);
     let mut failing = false;
+    let mut inputs_open = true;
     // Re-lists have no resourceVersion in kube-runtime's events: their deltas get a
     // process-local origin, which another replica cannot resume from (it resets).
     let boot: u32 = rand::random();
     let mut lists = 0u64;
+    let mut static_names = MetadataMap::default();
+    let mut file_metadata = MetadataMap::default();
     metrics::gauge!(m::WATCH_READY).set(0.0);
-    info!(namespace = %target.namespace, selector = %target.label_selector(), "watch starting");
+    info!(namespace = %target.namespace, services = ?target.services, "discovery starting");
     loop {
         let event = tokio::select! {
             _ = &mut shutdown => break,
-            event = stream.next() => event,
+            input = inputs.recv(), if inputs_open => match input {
+                None => { inputs_open = false; continue; }
+                Some(Input::Metadata(metadata)) => {
+                    file_metadata = metadata;
+                    let merged = merge_metadata(&static_names, &file_metadata);
+                    let outcome = index.set_metadata(merged, Utc::now());
+                    lists += 1;
+                    publish(&hub, outcome, &format!("meta-{boot:08x}-{lists}"), None);
+                    continue;
+                }
+                Some(Input::Probe { key, probe }) => {
+                    let outcome = index.set_probe(&key, probe, Utc::now());
+                    if !outcome.deltas.is_empty() {
+                        lists += 1;
+                        publish(&hub, outcome, &format!("probe-{boot:08x}-{lists}"), None);
+                    }
+                    continue;
+                }
+                Some(Input::Static(instances)) => {
+                    let instances = *instances;
+                    static_names = instances.names;
+                    index.set_metadata(merge_metadata(&static_names, &file_metadata), Utc::now());
+                    index.begin_relist();
+                    index.relist_apply(instances.slice);
+                    let outcome = index.finish_relist(Utc::now());
+                    lists += 1;
+                    info!(instances = index.instances().len(), "static instances loaded");
+                    publish(&hub, outcome, &format!("static-{boot:08x}-{lists}"), None);
+                    hub.mark_ready(Utc::now());
+                    metrics::gauge!(m::WATCH_READY).set(1.0);
+                    continue;
+                }
+            },
+            event = events.next() => event,
         };
         let Some(event) = event else { break };
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                let reason = error_reason(&error);
-                warn!(namespace = %target.namespace, services = ?target.services, reason, %error,
-                      "watch error; retrying with backoff");
-                metrics::counter!(m::WATCH_ERRORS, "reason" => reason).increment(1);
-                failing = true;
-                hub.mark_unsynced();
-                continue;
-            }
-        };
+        if let SourceEvent::Failed(reason, error) = &event {
+            warn!(namespace = %target.namespace, services = ?target.services, reason, %error,
+                  "watch error; retrying with backoff");
+            metrics::counter!(m::WATCH_ERRORS, "reason" => *reason).increment(1);
+            failing = true;
+            hub.mark_unsynced();
+            continue;
+        }
         if failing {
             info!(namespace = %target.namespace, "watch recovered");
             failing = false;
         }
         match event {
-            Event::Init => {
-                info!(namespace = %target.namespace, "listing EndpointSlices");
+            SourceEvent::Failed(..) => {}
+            SourceEvent::Init => {
+                info!(namespace = %target.namespace, "listing");
                 index.begin_relist();
             }
-            Event::InitApply(object) => {
-                if let Some(slice) = decode(object, &target) {
-                    index.relist_apply(slice);
+            SourceEvent::Listed(slices) => {
+                if index.relisting() {
+                    for slice in slices {
+                        index.relist_apply(slice);
+                    }
                 }
             }
-            Event::InitDone => {
+            SourceEvent::InitDone => {
                 let outcome = index.finish_relist(Utc::now());
                 info!(namespace = %target.namespace, deltas = outcome.deltas.len(),
                       instances = index.instances().len(), "list complete");
+                if index.instances().is_empty() {
+                    info!(namespace = %target.namespace, services = ?target.services,
+                          "no endpoints found for the watched services (yet)");
+                }
                 lists += 1;
                 publish(&hub, outcome, &format!("list-{boot:08x}-{lists}"), None);
                 hub.mark_ready(Utc::now());
                 metrics::counter!(m::WATCH_RELISTS).increment(1);
                 metrics::gauge!(m::WATCH_READY).set(1.0);
             }
-            Event::Apply(object) => {
-                let received = Instant::now();
-                let service = service_of(&object);
-                let change_time = observe_change(&object, &service, Utc::now());
-                let origin = origin_of(&object);
-                if let Some(slice) = decode(object, &target) {
-                    let outcome = index.apply(&slice, Utc::now());
-                    publish(&hub, outcome, &origin, change_time);
+            SourceEvent::Changed {
+                apply,
+                delete,
+                origin,
+                change_time,
+                service,
+                received,
+            } => {
+                let now = Utc::now();
+                let mut outcome = Outcome::default();
+                for slice in &delete {
+                    let o = index.delete(slice, now);
+                    outcome.deltas.extend(o.deltas);
+                    outcome.anomalies.extend(o.anomalies);
                 }
-                metrics::histogram!(m::RECEIPT_TO_PUBLISHED, "service" => service)
-                    .record(received.elapsed().as_secs_f64());
-            }
-            Event::Delete(object) => {
-                let received = Instant::now();
-                let service = service_of(&object);
-                let origin = origin_of(&object);
-                let slice = deleted_slice(object, &target);
-                let outcome = index.delete(&slice, Utc::now());
-                publish(&hub, outcome, &origin, None);
+                for slice in &apply {
+                    let o = index.apply(slice, now);
+                    outcome.deltas.extend(o.deltas);
+                    outcome.anomalies.extend(o.anomalies);
+                }
+                publish(&hub, outcome, &origin, change_time);
                 metrics::histogram!(m::RECEIPT_TO_PUBLISHED, "service" => service)
                     .record(received.elapsed().as_secs_f64());
             }
         }
     }
-    info!(namespace = %target.namespace, "watch stopped");
+    info!(namespace = %target.namespace, "discovery stopped");
 }
 
 #[cfg(test)]

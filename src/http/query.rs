@@ -4,18 +4,19 @@ use crate::hub::Filter;
 use crate::model::Status;
 
 /// Parses `namespace`, `service`, `status` and `zone` (each repeatable, and each also
-/// accepting a comma-separated list). Unknown parameters are ignored, so clients can add
+/// accepting a comma-separated list), and `preferZone` (ordering only). Unknown parameters are ignored, so clients can add
 /// cache-busting parameters; a bad value is an error message for a 400.
 pub fn parse_filter(query: &str) -> Result<Filter, String> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query).map_err(|e| format!("malformed query string: {e}"))?;
     let mut filter = Filter::default();
     for (key, value) in pairs {
-        let values = value.split(',').map(str::trim).filter(|v| !v.is_empty());
+        let mut values = value.split(',').map(str::trim).filter(|v| !v.is_empty());
         match key.as_str() {
             "namespace" => filter.namespaces.extend(values.map(str::to_owned)),
             "service" => filter.services.extend(values.map(str::to_owned)),
             "zone" => filter.zones.extend(values.map(str::to_owned)),
+            "preferZone" => filter.prefer_zone = values.next_back().map(str::to_owned),
             "status" => {
                 for word in values {
                     let status = Status::parse(word).ok_or_else(|| {

@@ -292,6 +292,7 @@ mod tests {
                 mode: "kubernetes-endpointslices".into(),
                 namespace: "loco".into(),
                 services: vec!["emu".into()],
+                prefer_zone: None,
             },
             Utc::now(),
         ))

@@ -13,6 +13,7 @@ fn info() -> HubInfo {
         mode: "kubernetes-endpointslices".into(),
         namespace: "loco".into(),
         services: vec!["emu".into()],
+        prefer_zone: None,
     }
 }
 
@@ -247,4 +248,40 @@ fn a_subscriber_that_falls_behind_is_told_it_lagged() {
         f.set(&[(n, true)]);
     }
     assert!(matches!(slow.live.try_recv(), Err(TryRecvError::Lagged(_))));
+}
+
+#[test]
+fn prefer_zone_lists_that_zone_first_and_keeps_the_grid_order_within() {
+    let hub = Hub::new(info(), t(0));
+    let mut index = EndpointIndex::new(IndexConfig::default());
+    let endpoints = [(0, "z2"), (1, "z1"), (2, "z2"), (3, "z1")]
+        .iter()
+        .map(|(n, zone)| {
+            let mut e = mk_endpoint(&format!("emu-{n}"), &format!("10.0.0.{n}"), true, false);
+            e.zone = Some((*zone).into());
+            e
+        })
+        .collect();
+    let out = index.apply(&mk_slice("loco", "s", "emu", endpoints), t(1));
+    hub.publish(&out.deltas, "5", t(1));
+    let ids = |filter: &Filter| -> Vec<String> {
+        hub.snapshot(filter, t(9))
+            .instances
+            .iter()
+            .map(|i| i.id.clone())
+            .collect()
+    };
+    let prefer = |zone: &str| Filter {
+        prefer_zone: Some(zone.into()),
+        ..Filter::default()
+    };
+    assert_eq!(
+        ids(&Filter::default()),
+        vec!["instance-0", "instance-1", "instance-2", "instance-3"]
+    );
+    assert_eq!(
+        ids(&prefer("z1")),
+        vec!["instance-1", "instance-3", "instance-0", "instance-2"]
+    );
+    assert_eq!(ids(&prefer("nowhere")), ids(&Filter::default()));
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::Probe;
 use crate::slices::{mk_endpoint, mk_port, mk_slice};
 use chrono::TimeZone;
 use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointHints, EndpointPort, ForZone};
@@ -757,4 +758,111 @@ proptest! {
             prop_assert_eq!(replay(before, &outcome.deltas), as_map(&idx));
         }
     }
+}
+
+// ---- metadata and probes --------------------------------------------------------------
+
+fn probe(reachable: bool, at: i64) -> Probe {
+    Probe {
+        reachable,
+        status_code: reachable.then_some(200),
+        latency_ms: Some(3),
+        checked_at: t(at),
+        error: (!reachable).then(|| "timed out".to_owned()),
+    }
+}
+
+const KEY0: &str = "loco/loco-loco-emulator/loco-loco-emulator-0";
+
+#[test]
+fn metadata_names_instances_and_changes_are_updates() {
+    let mut idx = index();
+    idx.apply(&slice("a", vec![ready(0), ready(1)]), t(0));
+    let metadata = crate::metadata::MetadataMap::parse(
+        r#"{"0": {"name": "Host", "tags": ["lan"]}, "loco-loco-emulator-1": {"description": "spare"}}"#,
+    )
+    .unwrap();
+    let out = idx.set_metadata(metadata, t(1));
+    assert_eq!(
+        kinds(&out),
+        vec![
+            (DeltaKind::InstanceUpdated, "instance-0".into()),
+            (DeltaKind::InstanceUpdated, "instance-1".into())
+        ]
+    );
+    let all = idx.instances();
+    assert_eq!(all[0].name, "Host");
+    assert_eq!(all[0].tags, vec!["lan"]);
+    assert_eq!(all[1].name, "Windows 98 - Client 1");
+    assert_eq!(all[1].description.as_deref(), Some("spare"));
+    assert_eq!(
+        all[0].health.last_transition,
+        t(0),
+        "metadata is no transition"
+    );
+    let out = idx.set_metadata(crate::metadata::MetadataMap::default(), t(2));
+    assert_eq!(out.deltas.len(), 2);
+    assert_eq!(idx.instances()[0].name, "Windows 98 - Game Server");
+}
+
+#[test]
+fn metadata_never_adds_instances() {
+    let mut idx = index();
+    let metadata = crate::metadata::MetadataMap::parse(r#"{"5": {"name": "Ghost"}}"#).unwrap();
+    assert!(idx.set_metadata(metadata, t(0)).deltas.is_empty());
+    assert!(idx.instances().is_empty());
+}
+
+#[test]
+fn a_failing_probe_degrades_a_serving_instance_and_a_passing_one_restores_it() {
+    let mut idx = index();
+    idx.apply(&slice("a", vec![ready(0), booting(1)]), t(0));
+    assert!(idx.set_probe(KEY0, probe(true, 1), t(1)).deltas.len() == 1);
+    let out = idx.set_probe(KEY0, probe(false, 2), t(2));
+    assert_eq!(
+        kinds(&out),
+        vec![(DeltaKind::InstanceNotReady, "instance-0".into())]
+    );
+    assert_eq!(out.deltas[0].reason.as_deref(), Some("probe-failing"));
+    let i = &out.deltas[0].instance;
+    assert_eq!(i.status, Status::Degraded);
+    assert!(!i.ready && i.health.ready, "Kubernetes still says ready");
+    assert!(!i.probe.as_ref().unwrap().reachable);
+    assert!(
+        idx.set_probe(KEY0, probe(false, 3), t(3)).deltas.is_empty(),
+        "the same outcome again is no change"
+    );
+    let out = idx.set_probe(KEY0, probe(true, 4), t(4));
+    assert_eq!(
+        kinds(&out),
+        vec![(DeltaKind::InstanceReady, "instance-0".into())]
+    );
+}
+
+#[test]
+fn a_failing_probe_does_not_change_a_pod_that_is_not_serving() {
+    let mut idx = index();
+    idx.apply(&slice("a", vec![booting(1)]), t(0));
+    let key = "loco/loco-loco-emulator/loco-loco-emulator-1";
+    let out = idx.set_probe(key, probe(false, 1), t(1));
+    assert_eq!(
+        kinds(&out),
+        vec![(DeltaKind::InstanceUpdated, "instance-1".into())]
+    );
+    assert_eq!(out.deltas[0].instance.status, Status::Booting);
+}
+
+#[test]
+fn probes_of_removed_instances_are_dropped() {
+    let mut idx = index();
+    idx.apply(&slice("a", vec![ready(0)]), t(0));
+    idx.set_probe(KEY0, probe(false, 1), t(1));
+    idx.apply(&slice("a", vec![]), t(2));
+    assert!(idx.set_probe(KEY0, probe(false, 3), t(3)).deltas.is_empty());
+    let out = idx.apply(&slice("a", vec![ready(0)]), t(4));
+    assert_eq!(
+        out.deltas[0].instance.status,
+        Status::Ready,
+        "a new pod starts unprobed"
+    );
 }

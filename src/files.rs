@@ -1,0 +1,61 @@
+//! Following a file that may change: the metadata file and the static instances file.
+//!
+//! Polling by content rather than inotify: a mounted ConfigMap is updated by swapping a
+//! symlink (`..data`), which file-change notifications on the old inode miss; reading the
+//! path again always sees the current target. A read or parse error keeps the last good
+//! state and is logged and counted once per distinct error.
+
+use crate::metrics as m;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Calls `on_change` with the file's text at start and whenever it changes, until
+/// `shutdown`. `on_change` returns an error message when the text is refused.
+pub async fn follow_file(
+    path: PathBuf,
+    what: &'static str,
+    every: Duration,
+    shutdown: CancellationToken,
+    mut on_change: impl FnMut(String) -> Result<(), String>,
+) {
+    let mut last_text: Option<String> = None;
+    let mut last_error: Option<String> = None;
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let result = match tokio::fs::read_to_string(&path).await {
+            Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+            Ok(text) if last_text.as_ref() == Some(&text) => continue,
+            Ok(text) => match on_change(text.clone()) {
+                Ok(()) => {
+                    info!(file = %path.display(), what, "loaded");
+                    last_text = Some(text);
+                    Ok(())
+                }
+                Err(error) => {
+                    last_text = Some(text);
+                    Err(format!("{}: {error}", path.display()))
+                }
+            },
+        };
+        match result {
+            Ok(()) => last_error = None,
+            Err(error) if last_error.as_ref() != Some(&error) => {
+                warn!(file = %path.display(), what, %error, "keeping the last good state");
+                metrics::counter!(m::FILE_ERRORS, "file" => what).increment(1);
+                // A file that comes back unchanged after an error is loaded again.
+                if error.starts_with("cannot read") {
+                    last_text = None;
+                }
+                last_error = Some(error);
+            }
+            Err(_) => {}
+        }
+    }
+}
