@@ -30,7 +30,7 @@ ENDPOINTS = ("", "endpoints")
 # What each mode may be granted, and what it must be granted.
 ALLOWED = {
     "kubernetes-endpointslices": {SLICES},
-    "kubernetes-endpoints": {SLICES, ENDPOINTS},
+    "kubernetes-endpoints": {ENDPOINTS},
     "static": set(),
 }
 REQUIRED = {
