@@ -14,7 +14,10 @@ WORKDIR /src
 
 # 1. The dependency graph alone: fetched and compiled against placeholder sources.
 COPY Cargo.toml Cargo.lock build.rs ./
-RUN mkdir -p src static \
+# The workspace's load-test member is not built into the image; its manifest must exist.
+COPY loadtest/Cargo.toml ./loadtest/
+RUN mkdir -p src static loadtest/src \
+ && echo 'fn main() {}' > loadtest/src/main.rs \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
  && cargo fetch --locked \

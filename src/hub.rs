@@ -10,7 +10,9 @@
 //! that falls behind the ring is told `Lagged` and gets a fresh snapshot (`reset`)
 //! instead of its backlog, so it can never slow the watch loop or anyone else.
 
-use crate::model::{iso_time, Delta, DeltaKind, Instance, Snapshot, Stats, Status, Summary};
+use crate::model::{
+    iso_time, iso_time_micros, Delta, DeltaKind, Instance, Snapshot, Stats, Status, Summary,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -102,7 +104,7 @@ struct DeltaEvent<'a> {
     #[serde(rename = "type")]
     kind: DeltaKind,
     id: &'a str,
-    #[serde(serialize_with = "iso_time")]
+    #[serde(serialize_with = "iso_time_micros")]
     ts: DateTime<Utc>,
     namespace: &'a str,
     service: &'a str,
