@@ -328,20 +328,10 @@ async fn metrics_follow_scripted_activity() {
 
     // A subscriber that stops reading is reset when it reads again.
     let before = Scrape::from(&gateway).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    // Small, but well above one loopback segment (64 KiB): a window that cannot open by a
-    // full segment makes TCP fall back to slow zero-window probing.
-    socket.set_recv_buffer_size(256 * 1024).unwrap();
-    let mut slow = socket.connect(gateway.addr).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    slow.write_all(b"GET /api/instances/stream HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut slow = slow_subscriber(gateway.addr).await;
+    use tokio::io::AsyncReadExt;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    for round in 0..60 {
-        let endpoints = (0..100).map(|n| pod(n, (n + round) % 2 == 0)).collect();
-        cluster.put(&slice("emu-a", endpoints));
-    }
+    churn_100(&cluster, 60);
     let mut buf = vec![0u8; 1 << 16];
     let mut seen = Vec::new();
     let found = eventually(Duration::from_secs(20), || {

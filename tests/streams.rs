@@ -297,16 +297,8 @@ async fn a_slow_subscriber_delays_nobody_and_is_reset_when_it_reads_again() {
     config.hub.subscriber_lag = 16;
     let gateway = Gateway::start_with(&cluster, config).await;
 
-    // The slow subscriber: a raw connection with a small receive buffer that stops reading.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    // Small, but well above one loopback segment (64 KiB): a window that cannot open by a
-    // full segment makes TCP fall back to slow zero-window probing.
-    socket.set_recv_buffer_size(256 * 1024).unwrap();
-    let mut slow = socket.connect(gateway.addr).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    slow.write_all(b"GET /api/instances/stream HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut slow = slow_subscriber(gateway.addr).await;
+    use tokio::io::AsyncReadExt;
 
     let mut fast = gateway.sse("", None).await;
     let mut rebuilt = Rebuilt::default();
@@ -315,10 +307,7 @@ async fn a_slow_subscriber_delays_nobody_and_is_reset_when_it_reads_again() {
 
     // Enough churn to fill every socket buffer between the gateway and the slow reader.
     let rounds = 60;
-    for round in 0..rounds {
-        let endpoints = (0..100).map(|n| pod(n, (n + round) % 2 == 0)).collect();
-        cluster.put(&slice("emu-a", endpoints));
-    }
+    churn_100(&cluster, rounds);
     let expected = cluster.truth(SVC);
     let took = eventually(Duration::from_secs(30), || {
         let mut drained = Vec::new();

@@ -317,3 +317,26 @@ pub fn pod(n: u32, serving: bool) -> Endpoint {
 pub fn slice(name: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
     loco_discovery::slices::mk_slice(NS, name, SVC, endpoints)
 }
+
+/// A stream subscriber that stops reading: a raw connection with a small receive buffer.
+/// Small, but well above one loopback segment (64 KiB): a window that cannot open by a
+/// full segment makes TCP fall back to slow zero-window probing.
+pub async fn slow_subscriber(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(256 * 1024).unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    slow.write_all(b"GET /api/instances/stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    slow
+}
+
+/// Writes `rounds` versions of a 100-endpoint slice: 100 deltas each, enough to fill
+/// every socket buffer between the gateway and a subscriber that does not read.
+pub fn churn_100(cluster: &SimCluster, rounds: u32) {
+    for round in 0..rounds {
+        let endpoints = (0..100).map(|n| pod(n, (n + round) % 2 == 0)).collect();
+        cluster.put(&slice("emu-a", endpoints));
+    }
+}
