@@ -246,7 +246,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
         "simulated cluster: http://{sim_addr} ({} emulator pods)",
         args.scenario_args.replicas
     );
-    println!("loco-discovery demo: open http://{addr}/api/instances/live");
+    println!("loco-discovery demo: open http://{addr}/ for the live dashboard");
+    println!("  snapshot: http://{addr}/api/instances/live   stream: curl -N http://{addr}/api/instances/stream");
     loco_discovery::run(config, client, listener, shutdown.clone()).await;
     shutdown.cancel();
     let _ = sim_task.await;

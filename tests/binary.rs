@@ -13,10 +13,13 @@ fn live(url: &str) -> serde_json::Value {
 
 #[test]
 fn demo_shows_nine_changing_instances_and_exits_cleanly_on_sigterm() {
-    let (mut demo, url) = start_marked(
+    let (mut demo, dashboard) = start_marked(
         &["demo", "--listen", "127.0.0.1:0", "--pace", "50ms"],
         "demo: open",
     );
+    let page = reqwest::blocking::get(&dashboard).unwrap().text().unwrap();
+    assert!(page.contains("<html"), "the dashboard at {dashboard}");
+    let url = format!("{}api/instances/live", dashboard);
     let start = Instant::now();
     let mut statuses = std::collections::BTreeSet::new();
     loop {
