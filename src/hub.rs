@@ -424,7 +424,11 @@ impl Hub {
         let state = self.read();
         let live = self.sender.subscribe();
         let after_seq = state.seq;
-        let resumable = last_event_id.and_then(|id| state.positions.get(id).copied());
+        // A position is resumable while every frame after it is still in the history.
+        let oldest = state.history.front().map_or(state.seq + 1, |f| f.seq);
+        let resumable = last_event_id
+            .and_then(|id| state.positions.get(id).copied())
+            .filter(|seq| seq + 1 >= oldest);
         let start = match (last_event_id, resumable) {
             (None, _) => Start::Snapshot {
                 snapshot: self.build_snapshot(&state, filter, now),

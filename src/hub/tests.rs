@@ -285,3 +285,29 @@ fn prefer_zone_lists_that_zone_first_and_keeps_the_grid_order_within() {
     );
     assert_eq!(ids(&prefer("nowhere")), ids(&Filter::default()));
 }
+
+#[test]
+fn a_position_whose_following_frames_were_pruned_gets_a_reset() {
+    let mut f = Fixture::new(HubLimits {
+        history: 2,
+        subscriber_lag: 16,
+    });
+    let Start::Snapshot { id: anchor, .. } = f.hub.subscribe(&Filter::default(), None, t(0)).start
+    else {
+        panic!("not a snapshot")
+    };
+    f.set(&[(0, true)]);
+    assert!(
+        matches!(f.hub.subscribe(&Filter::default(), Some(&anchor), t(1)).start, Start::Resume { ref backlog } if backlog.len() == 1),
+        "still resumable while its next frame is kept"
+    );
+    for n in 1..4 {
+        f.set(&(0..=n).map(|o| (o, true)).collect::<Vec<_>>());
+    }
+    assert!(matches!(
+        f.hub
+            .subscribe(&Filter::default(), Some(&anchor), t(9))
+            .start,
+        Start::Reset { .. }
+    ));
+}
