@@ -6,19 +6,23 @@
 //! state and is logged and counted once per distinct error.
 
 use crate::metrics as m;
+use crate::watch::Input;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Calls `on_change` with the file's text at start and whenever it changes, until
-/// `shutdown`. `on_change` returns an error message when the text is refused.
+/// Parses the file's text with `parse` at start and whenever it changes, and sends the
+/// result to the discovery loop, until `shutdown`. `parse` returns an error message when
+/// the text is refused.
 pub async fn follow_file(
     path: PathBuf,
     what: &'static str,
     every: Duration,
     shutdown: CancellationToken,
-    mut on_change: impl FnMut(String) -> Result<(), String>,
+    inputs: mpsc::Sender<Input>,
+    mut parse: impl FnMut(&str) -> Result<Input, String>,
 ) {
     let mut last_text: Option<String> = None;
     let mut last_error: Option<String> = None;
@@ -32,8 +36,11 @@ pub async fn follow_file(
         let result = match tokio::fs::read_to_string(&path).await {
             Err(error) => Err(format!("cannot read {}: {error}", path.display())),
             Ok(text) if last_text.as_ref() == Some(&text) => continue,
-            Ok(text) => match on_change(text.clone()) {
-                Ok(()) => {
+            Ok(text) => match parse(&text) {
+                Ok(input) => {
+                    if inputs.send(input).await.is_err() {
+                        return;
+                    }
                     info!(file = %path.display(), what, "loaded");
                     last_text = Some(text);
                     Ok(())

@@ -191,22 +191,20 @@ fn follow_files(
     shutdown: &CancellationToken,
 ) {
     if let Some(path) = config.metadata_file.clone() {
-        let sender = inputs.clone();
         tokio::spawn(files::follow_file(
             path,
             "metadata",
             config.file_poll,
             shutdown.clone(),
-            move |text| {
-                let metadata = MetadataMap::parse(&text).map_err(|e| e.to_string())?;
-                sender
-                    .try_send(Input::Metadata(metadata))
+            inputs.clone(),
+            |text| {
+                MetadataMap::parse(text)
+                    .map(Input::Metadata)
                     .map_err(|e| e.to_string())
             },
         ));
     }
     if let (DiscoveryMode::Static, Some(path)) = (config.mode, config.static_file.clone()) {
-        let sender = inputs.clone();
         let namespace = config.namespace.clone();
         let service = config.services.first().cloned().unwrap_or_default();
         tokio::spawn(files::follow_file(
@@ -214,11 +212,10 @@ fn follow_files(
             "static",
             config.file_poll,
             shutdown.clone(),
+            inputs.clone(),
             move |text| {
-                let instances = sources::parse_static(&text, &namespace, &service)
-                    .map_err(|e| e.to_string())?;
-                sender
-                    .try_send(Input::Static(Box::new(instances)))
+                sources::parse_static(text, &namespace, &service)
+                    .map(|i| Input::Static(Box::new(i)))
                     .map_err(|e| e.to_string())
             },
         ));
