@@ -189,13 +189,13 @@ pub enum ScenarioName {
 #[derive(Clone, Debug, Args)]
 pub struct ScenarioArgs {
     /// Number of emulator pods.
-    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    #[arg(long, env = "SIM_REPLICAS", default_value_t = 9, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub replicas: u32,
     /// Seed of the scenario's random choices (the same seed replays the same story).
-    #[arg(long, default_value_t = 1998)]
+    #[arg(long, env = "SIM_SEED", default_value_t = 1998)]
     pub seed: u64,
     /// Time between two scenario steps, e.g. 500ms, 2s.
-    #[arg(long, default_value = "1s", value_parser = duration)]
+    #[arg(long, env = "SIM_PACE", default_value = "1s", value_parser = duration)]
     pub pace: Duration,
 }
 
@@ -205,16 +205,16 @@ pub struct SimArgs {
     #[arg(long, env = "SIM_LISTEN_ADDR", default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
     /// Write a kubeconfig pointing at the simulated API to this path.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "SIM_WRITE_KUBECONFIG", value_name = "PATH")]
     pub write_kubeconfig: Option<PathBuf>,
     /// Scenario to run.
-    #[arg(long, default_value = "none")]
+    #[arg(long, env = "SIM_SCENARIO", default_value = "none")]
     pub scenario: ScenarioName,
     /// Namespace of the scenario's objects.
-    #[arg(long, default_value = "loco", value_parser = dns_label)]
+    #[arg(long, env = "SIM_NAMESPACE", default_value = "loco", value_parser = dns_label)]
     pub namespace: String,
     /// Service name of the scenario's EndpointSlices.
-    #[arg(long, default_value = "loco-loco-emulator", value_parser = dns_label)]
+    #[arg(long, env = "SIM_SERVICE", default_value = "loco-loco-emulator", value_parser = dns_label)]
     pub service: String,
     #[command(flatten)]
     pub scenario_args: ScenarioArgs,
