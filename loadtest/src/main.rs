@@ -36,6 +36,9 @@ enum Cmd {
         count: usize,
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Connect and never read (slow subscribers).
+        #[arg(long)]
+        no_read: bool,
     },
 }
 
@@ -56,6 +59,9 @@ struct RunArgs {
     /// How long the churn lasts.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Extra subscribers that connect and never read: the gateway must not buffer for them.
+    #[arg(long, default_value_t = 0)]
+    stalled: usize,
     /// The gateway binary (a release build gives meaningful figures).
     #[arg(long, default_value = "target/release/loco-discovery")]
     gateway_bin: PathBuf,
@@ -80,8 +86,10 @@ fn main() -> Result<()> {
             url,
             count,
             duration,
+            no_read,
         } => {
-            let report = tokio::runtime::Runtime::new()?.block_on(subscribe(&url, count, duration));
+            let report =
+                tokio::runtime::Runtime::new()?.block_on(subscribe(&url, count, duration, no_read));
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
@@ -223,19 +231,30 @@ fn run(args: RunArgs) -> Result<()> {
     let hold = args.duration + Duration::from_secs(120);
     let mut children = Vec::new();
     let mut left = args.subscribers;
+    let mut batches: Vec<(usize, bool)> = Vec::new();
     while left > 0 {
         let count = per.min(left);
         left -= count;
-        let child = Command::new(&me)
-            .args([
-                "subscribe",
-                "--url",
-                &gw_url,
-                "--count",
-                &count.to_string(),
-                "--duration",
-                &format!("{}s", hold.as_secs()),
-            ])
+        batches.push((count, false));
+    }
+    if args.stalled > 0 {
+        batches.push((args.stalled, true));
+    }
+    for (count, stalled) in batches {
+        let mut command = Command::new(&me);
+        command.args([
+            "subscribe",
+            "--url",
+            &gw_url,
+            "--count",
+            &count.to_string(),
+            "--duration",
+            &format!("{}s", hold.as_secs()),
+        ]);
+        if stalled {
+            command.arg("--no-read");
+        }
+        let child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -256,7 +275,7 @@ fn run(args: RunArgs) -> Result<()> {
                 .filter(|l| l.starts_with("loco_discovery_subscribers{"))
                 .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
                 .sum();
-            if connected as usize >= args.subscribers {
+            if connected as usize >= args.subscribers + args.stalled {
                 return Ok::<_, anyhow::Error>(());
             }
             if Instant::now() > connected_by {
@@ -293,19 +312,53 @@ fn run(args: RunArgs) -> Result<()> {
         }
         Ok::<_, anyhow::Error>(writes)
     })?;
-    // Let the last deliveries land, then read the gateway's cost.
-    std::thread::sleep(Duration::from_secs(2));
+    // Let the last deliveries land: wait until the gateway has written nothing new to
+    // any subscriber for two seconds (at most a minute), then read its cost.
+    runtime.block_on(async {
+        let written = || async {
+            let text = http
+                .get(format!("{gw_url}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            Ok::<f64, anyhow::Error>(
+                text.lines()
+                    .filter(|l| l.starts_with("loco_discovery_published_to_socket_seconds_count"))
+                    .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                    .sum(),
+            )
+        };
+        let until = Instant::now() + Duration::from_secs(60);
+        let mut last = written().await?;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let now = written().await?;
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
     let (cpu_after, rss_after) = cpu_and_rss(gateway.0.id())?;
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = args.duration.as_secs_f64();
 
     let mut total = SubscriberReport::default();
     for child in &mut children {
         drop(child.stdin.take());
     }
-    for child in children {
+    let mut stalled_report = SubscriberReport::default();
+    let count = children.len();
+    for (n, child) in children.into_iter().enumerate() {
         let output = child.wait_with_output()?;
         let report: SubscriberReport = serde_json::from_slice(&output.stdout)
             .map_err(|e| anyhow!("a subscriber process reported nothing usable: {e}"))?;
+        if args.stalled > 0 && n + 1 == count {
+            stalled_report = report;
+            continue;
+        }
         total.connected += report.connected;
         total.events += report.events;
         total.errors += report.errors;
@@ -318,11 +371,11 @@ fn run(args: RunArgs) -> Result<()> {
     println!("loco-discovery fan-out load test");
     println!("  subscribers connected      {}", total.connected);
     println!(
-        "  slice writes               {writes} ({:.0}/s)",
+        "  slice writes               {writes} ({:.0}/s over the churn)",
         writes as f64 / elapsed
     );
     println!(
-        "  deltas delivered           {deliveries:.0} ({:.0}/s)",
+        "  deltas delivered           {deliveries:.0} ({:.0}/s over the churn)",
         deliveries / elapsed
     );
     println!(
@@ -345,13 +398,19 @@ fn run(args: RunArgs) -> Result<()> {
         total.resets
     );
     println!("  subscriber errors          {}", total.errors);
+    if args.stalled > 0 {
+        println!(
+            "  stalled subscribers        {} connected, never reading",
+            stalled_report.connected
+        );
+    }
     drop(gateway);
     Ok(())
 }
 
 /// Holds `count` raw SSE connections for `duration`, recording each delta's latency from
 /// its `ts` (when the gateway published it) to now.
-async fn subscribe(url: &str, count: usize, duration: Duration) -> SubscriberReport {
+async fn subscribe(url: &str, count: usize, duration: Duration, no_read: bool) -> SubscriberReport {
     let addr = url.trim_start_matches("http://").to_owned();
     let deadline = tokio::time::Instant::now() + duration;
     // The parent closes our stdin when the measurement is over.
@@ -378,6 +437,10 @@ async fn subscribe(url: &str, count: usize, duration: Duration) -> SubscriberRep
                 return report;
             }
             report.connected = 1;
+            if no_read {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+                return report;
+            }
             let mut buf = vec![0u8; 64 * 1024];
             let mut pending = String::new();
             loop {
