@@ -19,6 +19,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+/// Prints a line for the user on stdout. Whoever started us may have stopped reading it
+/// (a closed pipe): that must never stop the server, so write errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -163,9 +172,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     info!(listen = %addr, cluster = %cluster_url, namespace = %config.namespace,
           services = ?config.services, "gateway serving");
     if let Some(admin) = &admin {
-        println!("metrics and probes on http://{}", admin.local_addr()?);
+        say!("metrics and probes on http://{}", admin.local_addr()?);
     }
-    println!("loco-discovery serving on http://{addr}");
+    say!("loco-discovery serving on http://{addr}");
     loco_discovery::run_with_admin(config, client, listener, admin, shutdown_on_signal()).await;
     Ok(())
 }
@@ -182,7 +191,7 @@ async fn serve_static(args: ServeArgs, config: GatewayConfig) -> Result<()> {
         Some(admin) => Some(bind(admin).await?),
         None => None,
     };
-    println!("loco-discovery serving on http://{addr}");
+    say!("loco-discovery serving on http://{addr}");
     loco_discovery::run_gateway(config, None, listener, admin, shutdown_on_signal()).await;
     Ok(())
 }
@@ -205,14 +214,14 @@ async fn sim(args: SimArgs) -> Result<()> {
     if let Some(path) = &args.write_kubeconfig {
         write_kubeconfig(path, addr, &args.namespace)
             .with_context(|| format!("cannot write the kubeconfig to {}", path.display()))?;
-        println!("kubeconfig written to {}", path.display());
+        say!("kubeconfig written to {}", path.display());
     }
     let shutdown = shutdown_on_signal();
     if args.scenario == ScenarioName::Emulators {
         let config = scenario_config(&args.namespace, &args.service, &args.scenario_args);
         tokio::spawn(run_scenario(sim.store.clone(), config, shutdown.clone()));
     }
-    println!("simulated Kubernetes API listening on http://{addr}");
+    say!("simulated Kubernetes API listening on http://{addr}");
     sim.serve(listener, shutdown.cancelled_owned())
         .await
         .context("simulated API server failed")
@@ -242,12 +251,12 @@ async fn demo(args: DemoArgs) -> Result<()> {
         .context("simulated API URL")?;
     let client = kube::Client::try_from(kube::Config::new(url))
         .context("cannot create a client for the simulated API")?;
-    println!(
+    say!(
         "simulated cluster: http://{sim_addr} ({} emulator pods)",
         args.scenario_args.replicas
     );
-    println!("loco-discovery demo: open http://{addr}/ for the live dashboard");
-    println!("  snapshot: http://{addr}/api/instances/live   stream: curl -N http://{addr}/api/instances/stream");
+    say!("loco-discovery demo: open http://{addr}/ for the live dashboard");
+    say!("  snapshot: http://{addr}/api/instances/live   stream: curl -N http://{addr}/api/instances/stream");
     loco_discovery::run(config, client, listener, shutdown.clone()).await;
     shutdown.cancel();
     let _ = sim_task.await;

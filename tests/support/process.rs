@@ -37,6 +37,7 @@ pub fn start(args: &[&str], env: &[(&str, &Path)]) -> (Running, String) {
             break line[at..].trim().to_owned();
         }
     };
+    drain(lines);
     (Running(child), url)
 }
 
@@ -57,7 +58,13 @@ pub fn start_marked(args: &[&str], marker: &str) -> (Running, String) {
             break line[at..].split_whitespace().next().unwrap().to_owned();
         }
     };
+    drain(lines);
     (Running(child), url)
+}
+
+/// Keeps reading the rest of a child's stdout, so its later lines never meet a closed pipe.
+fn drain(lines: std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    std::thread::spawn(move || lines.for_each(drop));
 }
 
 /// Runs the binary to completion; returns its exit status and stderr.
