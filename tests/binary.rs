@@ -199,7 +199,7 @@ fn a_client_resumes_across_two_gateway_processes() {
         Some(&last),
     ));
     let mut kinds = Vec::new();
-    while let Some(e) = runtime.block_on(on_b.next_within(Duration::from_millis(500))) {
+    for e in runtime.block_on(on_b.exactly(2)) {
         kinds.push(e.event.clone());
         rebuilt.apply(&e.event, &e.data);
     }

@@ -258,6 +258,18 @@ impl SseClient {
         Some(event)
     }
 
+    /// The next `n` events (each within 10 s), then nothing more for 300 ms: exactly `n`.
+    pub async fn exactly(&mut self, n: usize) -> Vec<Event> {
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            events.push(self.next().await);
+        }
+        if let Some(extra) = self.next_within(Duration::from_millis(300)).await {
+            panic!("more than {n} events: also {} {}", extra.event, extra.id);
+        }
+        events
+    }
+
     pub async fn next(&mut self) -> Event {
         self.next_within(Duration::from_secs(10))
             .await
