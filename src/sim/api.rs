@@ -847,21 +847,9 @@ impl ApiServer {
         q: &Query,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let dry = match dry_run(q) {
-            Ok(d) => d,
-            Err(r) => return status_response(r),
-        };
-        let ct = content_type(&req);
-        if ct.contains("protobuf") {
-            return unsupported_media_type("application/json, application/yaml");
-        }
-        let bytes = match read_body(req.into_body()).await {
-            Ok(b) => b,
-            Err(r) => return status_response(r),
-        };
-        let obj = match decode_body(&bytes, &ct) {
-            Ok(v) => v,
-            Err(r) => return status_response(r),
+        let (dry, obj) = match read_object(q, req).await {
+            Ok(read) => read,
+            Err(response) => return response,
         };
         match self.store.create_with(kind, ns, obj, dry) {
             Ok(o) => json_response(201, &o),
@@ -877,21 +865,9 @@ impl ApiServer {
         q: &Query,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let dry = match dry_run(q) {
-            Ok(d) => d,
-            Err(r) => return status_response(r),
-        };
-        let ct = content_type(&req);
-        if ct.contains("protobuf") {
-            return unsupported_media_type("application/json, application/yaml");
-        }
-        let bytes = match read_body(req.into_body()).await {
-            Ok(b) => b,
-            Err(r) => return status_response(r),
-        };
-        let obj = match decode_body(&bytes, &ct) {
-            Ok(v) => v,
-            Err(r) => return status_response(r),
+        let (dry, obj) = match read_object(q, req).await {
+            Ok(read) => read,
+            Err(response) => return response,
         };
         match self.store.upsert_with(kind, ns, name, dry, |_| Ok(obj)) {
             Ok((o, created)) => json_response(if created { 201 } else { 200 }, &o),
@@ -1061,6 +1037,19 @@ fn unsupported_media_type(accepted: &str) -> Response<Body> {
         &format!("the body of the request was in an unknown format - accepted media types include: {accepted}"),
         None,
     ))
+}
+
+/// The dry-run flag and the decoded object of a create or replace request, or the error
+/// response to send instead.
+async fn read_object(q: &Query, req: Request<Incoming>) -> Result<(bool, Value), Response<Body>> {
+    let dry = dry_run(q).map_err(status_response)?;
+    let ct = content_type(&req);
+    if ct.contains("protobuf") {
+        return Err(unsupported_media_type("application/json, application/yaml"));
+    }
+    let bytes = read_body(req.into_body()).await.map_err(status_response)?;
+    let obj = decode_body(&bytes, &ct).map_err(status_response)?;
+    Ok((dry, obj))
 }
 
 #[cfg(test)]
