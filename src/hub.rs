@@ -261,7 +261,7 @@ impl Hub {
             .map(|t| (now - t).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1000.0);
         let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
-        state.synced = true;
+        set_synced(state, true);
         state.confirmed_at = now;
         for (i, delta) in deltas.iter().enumerate() {
             let key = delta.instance.key.clone();
@@ -324,14 +324,14 @@ impl Hub {
     pub fn mark_ready(&self, now: DateTime<Utc>) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         state.ready = true;
-        state.synced = true;
+        set_synced(&mut state, true);
         state.confirmed_at = now;
     }
 
     /// Marks the watch as broken: `lastUpdate` stops advancing until it recovers.
     pub fn mark_unsynced(&self) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        state.synced = false;
+        set_synced(&mut state, false);
     }
 
     pub fn is_ready(&self) -> bool {
@@ -456,6 +456,12 @@ impl Hub {
 }
 
 /// Instances by service and status, and the history depth, as gauges.
+/// Records whether the served view is confirmed against the API, in the state and the gauge.
+fn set_synced(state: &mut State, synced: bool) {
+    state.synced = synced;
+    metrics::gauge!(crate::metrics::SYNCED).set(if synced { 1.0 } else { 0.0 });
+}
+
 fn record_gauges(state: &State) {
     use crate::metrics as m;
     for ((_, service), stats) in &state.service_stats {

@@ -27,6 +27,9 @@ pub const WATCH_RELISTS: &str = "loco_discovery_watch_relists_total";
 pub const DELTAS: &str = "loco_discovery_deltas_total";
 /// 1 once the first complete list is in.
 pub const WATCH_READY: &str = "loco_discovery_watch_ready";
+/// 1 while the view is confirmed against the API, 0 from a watch failure until the next
+/// successful list or watch event.
+pub const SYNCED: &str = "loco_discovery_synced";
 /// Instances by service and status.
 pub const INSTANCES: &str = "loco_discovery_instances";
 /// Events kept for resuming.
@@ -113,6 +116,10 @@ pub fn describe() {
     describe_gauge!(
         WATCH_READY,
         "1 once the first complete list of EndpointSlices is applied, else 0."
+    );
+    describe_gauge!(
+        SYNCED,
+        "1 while the served view is confirmed against the API; 0 from a watch failure until the next successful list or watch event (the last known state is still served)."
     );
     describe_gauge!(INSTANCES, "Instances known now, by service and status.");
     describe_gauge!(
