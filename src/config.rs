@@ -4,8 +4,11 @@
 //! deployment already uses (`KUBERNETES_NAMESPACE`, `EMULATOR_SERVICE_NAME`,
 //! `DISCOVERY_MODE`) plus `LISTEN_ADDR`.
 
-use crate::index::IndexConfig;
+use crate::http::stream::StreamConfig;
+use crate::probe::ProbeConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use loco_discovery_core::hub::HubLimits;
+use loco_discovery_core::index::IndexConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -100,7 +103,7 @@ pub struct DiscoveryArgs {
 
 impl DiscoveryArgs {
     /// The gateway settings these flags describe, or why they do not fit together.
-    pub fn checked_config(&self) -> Result<crate::GatewayConfig, String> {
+    pub fn checked_config(&self) -> Result<GatewayConfig, String> {
         match (self.mode, &self.static_file) {
             (DiscoveryMode::Static, None) => {
                 return Err("--mode static needs --static-file (STATIC_INSTANCES_FILE)".into())
@@ -112,10 +115,10 @@ impl DiscoveryArgs {
     }
 
     /// The gateway settings these flags describe.
-    pub fn gateway_config(&self) -> crate::GatewayConfig {
+    pub fn gateway_config(&self) -> GatewayConfig {
         let mut services = self.services.clone();
         services.dedup();
-        let mut config = crate::GatewayConfig::new(self.namespace.clone(), services);
+        let mut config = GatewayConfig::new(self.namespace.clone(), services);
         config.mode = self.mode;
         config.static_file = self.static_file.clone();
         config.metadata_file = self.metadata_file.clone();
@@ -150,7 +153,7 @@ pub struct StreamArgs {
 
 impl StreamArgs {
     /// Applies these settings to a gateway configuration.
-    pub fn apply(&self, config: &mut crate::GatewayConfig) {
+    pub fn apply(&self, config: &mut GatewayConfig) {
         config.stream.heartbeat = self.heartbeat;
         config.stream.max_subscribers = self.max_subscribers;
         config.hub.history = self.history_size as usize;
@@ -256,6 +259,51 @@ fn duration(value: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".into());
     }
     Ok(parsed)
+}
+
+/// Validated settings of one gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub namespace: String,
+    pub services: Vec<String>,
+    pub mode: DiscoveryMode,
+    pub index: IndexConfig,
+    pub hub: HubLimits,
+    /// Heartbeat, subscriber cap and reconnect delay of the stream routes (the shutdown
+    /// token in it is replaced by the one given to [`run`]).
+    pub stream: StreamConfig,
+    /// How long open streams get to close at shutdown before the server stops anyway.
+    pub shutdown_grace: Duration,
+    /// The instances file of the static mode.
+    pub static_file: Option<PathBuf>,
+    /// The display metadata file.
+    pub metadata_file: Option<PathBuf>,
+    /// Active health checks; off when `None`.
+    pub health_check: Option<ProbeConfig>,
+    /// Zone whose instances come first in snapshots.
+    pub prefer_zone: Option<String>,
+    /// How often followed files are read again.
+    pub file_poll: Duration,
+}
+
+impl GatewayConfig {
+    /// Settings for `services` in `namespace`, everything else at its default.
+    pub fn new(namespace: impl Into<String>, services: Vec<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            services,
+            mode: DiscoveryMode::KubernetesEndpointSlices,
+            index: IndexConfig::default(),
+            hub: HubLimits::default(),
+            stream: StreamConfig::default(),
+            shutdown_grace: Duration::from_secs(10),
+            static_file: None,
+            metadata_file: None,
+            health_check: None,
+            prefer_zone: None,
+            file_poll: Duration::from_secs(1),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,82 +1,29 @@
 //! loco-discovery: a push gateway for Kubernetes service discovery.
 //!
-//! Data flows one way: [`watch`] (kube-runtime) → [`index`] (pure) → [`hub`] → [`http`].
-//! [`run`] wires them; [`sim`] is a simulated Kubernetes API server for tests and the demo.
+//! Data flows one way: [`watch`] (kube-runtime) → the core's index and hub
+//! ([`loco_discovery_core`], pure) → [`http`]. [`run`] wires them. The simulated
+//! Kubernetes API server for tests and the demo is its own crate, `loco-discovery-sim`.
 
 pub mod config;
 pub mod files;
 pub mod http;
-pub mod hub;
-pub mod index;
-pub mod metadata;
 pub mod metrics;
-pub mod model;
 pub mod probe;
-pub mod sim;
-pub mod slices;
 pub mod sources;
 pub mod watch;
 
 use crate::config::DiscoveryMode;
+pub use crate::config::GatewayConfig;
 use crate::http::stream::StreamConfig;
 use crate::http::HttpState;
-use crate::hub::{Hub, HubInfo, HubLimits};
-use crate::index::IndexConfig;
-use crate::metadata::MetadataMap;
-use crate::probe::ProbeConfig;
 use crate::watch::WatchTarget;
 use crate::watch::{Input, Source, WatchKind};
 use chrono::Utc;
-use std::path::PathBuf;
+use loco_discovery_core::hub::{Hub, HubInfo};
+use loco_discovery_core::metadata::MetadataMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// Validated settings of one gateway.
-#[derive(Clone, Debug)]
-pub struct GatewayConfig {
-    pub namespace: String,
-    pub services: Vec<String>,
-    pub mode: DiscoveryMode,
-    pub index: IndexConfig,
-    pub hub: HubLimits,
-    /// Heartbeat, subscriber cap and reconnect delay of the stream routes (the shutdown
-    /// token in it is replaced by the one given to [`run`]).
-    pub stream: StreamConfig,
-    /// How long open streams get to close at shutdown before the server stops anyway.
-    pub shutdown_grace: Duration,
-    /// The instances file of the static mode.
-    pub static_file: Option<PathBuf>,
-    /// The display metadata file.
-    pub metadata_file: Option<PathBuf>,
-    /// Active health checks; off when `None`.
-    pub health_check: Option<ProbeConfig>,
-    /// Zone whose instances come first in snapshots.
-    pub prefer_zone: Option<String>,
-    /// How often followed files are read again.
-    pub file_poll: Duration,
-}
-
-impl GatewayConfig {
-    /// Settings for `services` in `namespace`, everything else at its default.
-    pub fn new(namespace: impl Into<String>, services: Vec<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            services,
-            mode: DiscoveryMode::KubernetesEndpointSlices,
-            index: IndexConfig::default(),
-            hub: HubLimits::default(),
-            stream: StreamConfig::default(),
-            shutdown_grace: Duration::from_secs(10),
-            static_file: None,
-            metadata_file: None,
-            health_check: None,
-            prefer_zone: None,
-            file_poll: Duration::from_secs(1),
-        }
-    }
-}
 
 /// Runs the gateway: the watch and the HTTP server on `listener`, until `shutdown` is
 /// cancelled. Tests bind `127.0.0.1:0` and own the token.

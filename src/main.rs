@@ -9,9 +9,9 @@ use kube::api::{Api, ListParams};
 use loco_discovery::config::{
     Cli, Command, DemoArgs, DiscoveryMode, ScenarioArgs, ScenarioName, ServeArgs, SimArgs,
 };
-use loco_discovery::sim::scenario::{run_scenario, ScenarioConfig};
-use loco_discovery::sim::{write_kubeconfig, Sim, SimOptions};
 use loco_discovery::GatewayConfig;
+use loco_discovery_sim::scenario::{run_scenario, ScenarioConfig};
+use loco_discovery_sim::{write_kubeconfig, Sim, SimOptions};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;

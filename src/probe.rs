@@ -2,14 +2,14 @@
 //! exists and is not terminating, with a timeout and bounded concurrency; results go to
 //! the discovery loop, which turns a serving instance whose probe fails `degraded`.
 
-use crate::hub::{Filter, Hub};
-use crate::model::{Probe, Status};
 use crate::watch::Input;
 use chrono::Utc;
 use futures::StreamExt;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use loco_discovery_core::hub::{Filter, Hub};
+use loco_discovery_core::model::{Probe, Status};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;

@@ -7,12 +7,12 @@
 //!
 //! Pure: no I/O; the callers read objects and files.
 
-use crate::index::SERVICE_NAME_LABEL;
-use crate::metadata::{InstanceMetadata, MetadataMap};
-use crate::slices::{mk_endpoint, mk_port};
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use loco_discovery_core::index::SERVICE_NAME_LABEL;
+use loco_discovery_core::metadata::{InstanceMetadata, MetadataMap};
+use loco_discovery_core::slices::{mk_endpoint, mk_port};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -204,7 +204,7 @@ pub fn parse_static(
         Plain(Vec<StaticEntry>),
     }
     let document: Option<Document> =
-        serde_yaml::from_str(text).map_err(|e| StaticError::Shape(e.to_string()))?;
+        serde_saphyr::from_str(text).map_err(|e| StaticError::Shape(e.to_string()))?;
     let entries = match document {
         None => Vec::new(),
         Some(Document::Wrapped { instances }) => instances,
@@ -288,9 +288,9 @@ pub fn merge_metadata(base: &MetadataMap, over: &MetadataMap) -> MetadataMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{EndpointIndex, IndexConfig};
-    use crate::model::Status;
     use chrono::Utc;
+    use loco_discovery_core::index::{EndpointIndex, IndexConfig};
+    use loco_discovery_core::model::Status;
 
     fn endpoints(json: serde_json::Value) -> Endpoints {
         serde_json::from_value(json).unwrap()

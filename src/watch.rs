@@ -5,11 +5,7 @@
 //! Objects arrive as `DynamicObject` and are decoded one by one, so a single malformed
 //! object is skipped and counted instead of failing the whole list forever.
 
-use crate::hub::Hub;
-use crate::index::{Anomaly, EndpointIndex, IndexConfig, Outcome, SERVICE_NAME_LABEL};
-use crate::metadata::MetadataMap;
 use crate::metrics as m;
-use crate::model::Probe;
 use crate::sources::{merge_metadata, EndpointsAdapter, StaticInstances};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -18,6 +14,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
+use loco_discovery_core::hub::Hub;
+use loco_discovery_core::index::{
+    Anomaly, EndpointIndex, IndexConfig, Outcome, SERVICE_NAME_LABEL,
+};
+use loco_discovery_core::metadata::MetadataMap;
+use loco_discovery_core::model::Probe;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;

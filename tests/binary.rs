@@ -75,7 +75,7 @@ fn serve_against_an_unreachable_cluster_is_a_one_line_error() {
         .unwrap()
         .local_addr()
         .unwrap();
-    loco_discovery::sim::write_kubeconfig(&kubeconfig, port, "loco").unwrap();
+    loco_discovery_sim::write_kubeconfig(&kubeconfig, port, "loco").unwrap();
     let (status, stderr) = run_to_end(
         &[
             "serve",

@@ -2,8 +2,8 @@
 
 mod support;
 
-use loco_discovery::sim::scenario::{sync_into_store, EmulatorCluster, ScenarioConfig};
-use loco_discovery::sim::ResourceKind;
+use loco_discovery_sim::scenario::{sync_into_store, EmulatorCluster, ScenarioConfig};
+use loco_discovery_sim::ResourceKind;
 use serde_json::json;
 use std::time::Duration;
 use support::*;
@@ -237,19 +237,19 @@ async fn several_services_in_one_gateway_and_filters_on_live() {
     let config = loco_discovery::GatewayConfig::new(NS, vec![SVC.into(), "web".into()]);
     let gateway = Gateway::start_with(&cluster, config).await;
     cluster.put(&slice("emu-a", vec![pod(0, true), pod(1, false)]));
-    cluster.put(&loco_discovery::slices::mk_slice(
+    cluster.put(&loco_discovery_core::slices::mk_slice(
         NS,
         "web-a",
         "web",
-        vec![loco_discovery::slices::mk_endpoint(
+        vec![loco_discovery_core::slices::mk_endpoint(
             "web-0", "10.9.0.1", true, false,
         )],
     ));
-    cluster.put(&loco_discovery::slices::mk_slice(
+    cluster.put(&loco_discovery_core::slices::mk_slice(
         NS,
         "other-a",
         "other",
-        vec![loco_discovery::slices::mk_endpoint(
+        vec![loco_discovery_core::slices::mk_endpoint(
             "other-0", "10.9.0.2", true, false,
         )],
     ));

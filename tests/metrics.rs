@@ -4,8 +4,8 @@
 mod support;
 
 use futures::StreamExt;
-use loco_discovery::sim::ResourceKind;
 use loco_discovery::GatewayConfig;
+use loco_discovery_sim::ResourceKind;
 use serde_json::json;
 use std::time::Duration;
 use support::*;

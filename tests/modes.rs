@@ -5,8 +5,8 @@ mod support;
 
 use loco_discovery::config::DiscoveryMode;
 use loco_discovery::probe::ProbeConfig;
-use loco_discovery::sim::ResourceKind;
 use loco_discovery::GatewayConfig;
+use loco_discovery_sim::ResourceKind;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -111,8 +111,8 @@ async fn endpoints_mode_follows_the_core_endpoints_object_even_when_it_is_missin
 #[tokio::test]
 async fn endpoints_mode_sees_the_emulator_scenario() {
     let cluster = SimCluster::start().await;
-    let mut emulators = loco_discovery::sim::scenario::EmulatorCluster::new(
-        loco_discovery::sim::scenario::ScenarioConfig {
+    let mut emulators = loco_discovery_sim::scenario::EmulatorCluster::new(
+        loco_discovery_sim::scenario::ScenarioConfig {
             namespace: NS.into(),
             service: SVC.into(),
             replicas: 5,
@@ -123,7 +123,7 @@ async fn endpoints_mode_sees_the_emulator_scenario() {
     );
     for step in 0..60 {
         if emulators.step(chrono::Utc::now() + chrono::Duration::seconds(step)) {
-            loco_discovery::sim::scenario::sync_into_store(cluster.store(), &emulators).unwrap();
+            loco_discovery_sim::scenario::sync_into_store(cluster.store(), &emulators).unwrap();
         }
     }
     let mut config = GatewayConfig::new(NS, vec![SVC.into()]);
@@ -313,7 +313,7 @@ fn local_slice(
 ) -> k8s_openapi::api::discovery::v1::EndpointSlice {
     let mut s = slice(
         name,
-        vec![loco_discovery::slices::mk_endpoint(
+        vec![loco_discovery_core::slices::mk_endpoint(
             &format!("{SVC}-{n}"),
             "127.0.0.1",
             true,
@@ -321,8 +321,8 @@ fn local_slice(
         )],
     );
     s.ports = Some(vec![
-        loco_discovery::slices::mk_port("vnc", 5901),
-        loco_discovery::slices::mk_port("health", health_port as i32),
+        loco_discovery_core::slices::mk_port("vnc", 5901),
+        loco_discovery_core::slices::mk_port("health", health_port as i32),
     ]);
     s
 }

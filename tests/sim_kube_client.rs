@@ -1,6 +1,8 @@
 //! The simulated API server driven through kube-rs: typed `Api<EndpointSlice>` calls and `kube::runtime::watcher`,
 //! including its recovery from cut watches, forgotten history (410) and failing requests.
 
+mod support;
+
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -9,41 +11,31 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
-use loco_discovery::sim::{ResourceKind, Sim, SimOptions};
+use loco_discovery_sim::{ResourceKind, Sim, SimOptions};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use support::SimCluster;
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 const NS: &str = "loco";
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The shared simulator harness.
 struct Running {
     sim: Sim,
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    cluster: SimCluster,
 }
 
 impl Running {
     async fn start(opts: SimOptions) -> Running {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sim = Sim::new(opts);
-        let (tx, rx) = oneshot::channel::<()>();
-        let s = sim.clone();
-        let task = tokio::spawn(async move {
-            s.serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-        });
+        let cluster = SimCluster::start_with(opts).await;
         Running {
-            sim,
-            addr,
-            stop: Some(tx),
-            task,
+            sim: cluster.sim.clone(),
+            addr: cluster.addr,
+            cluster,
         }
     }
 
@@ -57,15 +49,8 @@ impl Running {
         Api::namespaced(self.client(), NS)
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        timeout(WAIT, self.task)
-            .await
-            .expect("serve returns after shutdown")
-            .unwrap()
-            .unwrap();
+    async fn stop(self) {
+        self.cluster.stop().await
     }
 }
 
@@ -591,7 +576,7 @@ async fn kubeconfig_is_usable_by_kube_rs_infer() {
     let srv = Running::start(SimOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
-    loco_discovery::sim::write_kubeconfig(&path, srv.addr, NS).unwrap();
+    loco_discovery_sim::write_kubeconfig(&path, srv.addr, NS).unwrap();
     let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await

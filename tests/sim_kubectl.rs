@@ -1,15 +1,16 @@
 //! The real kubectl binaries (1.27, 1.30, 1.33) against the simulated API server: create, get (table, -A, json),
 //! patch, replace, watch, delete, and Endpoints. Skips with a message when kubectl is not installed.
 
-use loco_discovery::sim::{write_kubeconfig, ResourceKind, Sim, SimOptions};
+mod support;
+
+use loco_discovery_sim::{write_kubeconfig, ResourceKind, Sim, SimOptions};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+use support::SimCluster;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::oneshot;
 use tokio::time::timeout;
 
 const NS: &str = "loco";
@@ -45,8 +46,7 @@ struct Env {
     sim: Sim,
     bin: PathBuf,
     dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    cluster: SimCluster,
 }
 
 struct Output {
@@ -57,29 +57,19 @@ struct Output {
 
 impl Env {
     async fn start(bin: PathBuf, minor: &str) -> Env {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let sim = Sim::new(SimOptions {
+        let cluster = SimCluster::start_with(SimOptions {
             server_minor: minor.into(),
             ..SimOptions::default()
-        });
-        let (tx, rx) = oneshot::channel::<()>();
-        let s = sim.clone();
-        let task = tokio::spawn(async move {
-            s.serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-        });
+        })
+        .await;
         let dir = tempfile::tempdir().unwrap();
-        write_kubeconfig(&dir.path().join("kubeconfig"), addr, NS).unwrap();
+        write_kubeconfig(&dir.path().join("kubeconfig"), cluster.addr, NS).unwrap();
         std::fs::create_dir_all(dir.path().join("cache")).unwrap();
         Env {
-            sim,
+            sim: cluster.sim.clone(),
             bin,
             dir,
-            stop: Some(tx),
-            task,
+            cluster,
         }
     }
 
@@ -123,19 +113,12 @@ impl Env {
 
     fn write(&self, name: &str, v: &Value) -> String {
         let path = self.dir.path().join(name);
-        std::fs::write(&path, serde_yaml::to_string(v).unwrap()).unwrap();
+        std::fs::write(&path, serde_saphyr::to_string(v).unwrap()).unwrap();
         path.to_string_lossy().into_owned()
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("serve returns")
-            .unwrap()
-            .unwrap();
+    async fn stop(self) {
+        self.cluster.stop().await
     }
 }
 

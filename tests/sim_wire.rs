@@ -1,12 +1,13 @@
 //! The simulated API server on the wire (plain HTTP through reqwest): exact framing of watch streams, status codes
 //! and Status bodies, content negotiation, pagination tokens, robustness against bad input, and the fault routes.
 
+mod support;
+
 use futures::StreamExt;
-use loco_discovery::sim::{ResourceKind, Sim, SimOptions};
+use loco_discovery_sim::{ResourceKind, Sim, SimOptions};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use support::SimCluster;
 use tokio::time::timeout;
 
 const NS: &str = "loco";
@@ -14,38 +15,25 @@ const WAIT: Duration = Duration::from_secs(10);
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/loco/endpointslices";
 
+/// The shared simulator harness with a plain HTTP client.
 struct Running {
     sim: Sim,
-    addr: SocketAddr,
     http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    cluster: SimCluster,
 }
 
 impl Running {
     async fn start(opts: SimOptions) -> Running {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sim = Sim::new(opts);
-        let (tx, rx) = oneshot::channel::<()>();
-        let s = sim.clone();
-        let task = tokio::spawn(async move {
-            s.serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-        });
+        let cluster = SimCluster::start_with(opts).await;
         Running {
-            sim,
-            addr,
+            sim: cluster.sim.clone(),
             http: reqwest::Client::new(),
-            stop: Some(tx),
-            task,
+            cluster,
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.cluster.url(path)
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -87,11 +75,8 @@ impl Running {
             .unwrap()
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        timeout(WAIT, self.task).await.unwrap().unwrap().unwrap();
+    async fn stop(self) {
+        self.cluster.stop().await
     }
 }
 

@@ -3,9 +3,9 @@
 mod support;
 
 use futures::{SinkExt, StreamExt};
-use loco_discovery::sim::scenario::{sync_into_store, EmulatorCluster, ScenarioConfig};
-use loco_discovery::slices::mk_endpoint;
 use loco_discovery::GatewayConfig;
+use loco_discovery_core::slices::mk_endpoint;
+use loco_discovery_sim::scenario::{sync_into_store, EmulatorCluster, ScenarioConfig};
 use serde_json::Value;
 use std::time::Duration;
 use support::*;

@@ -1,6 +1,6 @@
 //! Liveness and readiness for Kubernetes probes, and the Prometheus exposition.
 
-use crate::hub::Hub;
+use loco_discovery_core::hub::Hub;
 use serde_json::json;
 use std::sync::Arc;
 use warp::http::StatusCode;

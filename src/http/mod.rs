@@ -6,69 +6,21 @@
 mod admin;
 mod assets;
 mod query;
+mod reply;
 mod snapshot;
 mod sse;
+mod state;
 pub mod stream;
 mod ws;
 
 pub use query::{parse_filter, parse_stream_query};
+pub use reply::error_reply;
+pub use state::HttpState;
 pub use ws::pong_for;
 
-use crate::hub::Hub;
-use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
 use std::convert::Infallible;
-use std::sync::Arc;
-use stream::{StreamConfig, SubscriberCount, SubscriberSlot};
 use warp::http::StatusCode;
-use warp::{Filter, Rejection, Reply};
-
-/// What every route handler shares.
-#[derive(Clone)]
-pub struct HttpState {
-    pub hub: Arc<Hub>,
-    pub stream: StreamConfig,
-    pub subscribers: Arc<SubscriberCount>,
-    /// The Prometheus recorder's handle, rendered at `/metrics`.
-    pub metrics: Option<PrometheusHandle>,
-}
-
-impl HttpState {
-    pub fn new(hub: Arc<Hub>, stream: StreamConfig, metrics: Option<PrometheusHandle>) -> Self {
-        Self {
-            hub,
-            stream,
-            subscribers: Arc::new(SubscriberCount::default()),
-            metrics,
-        }
-    }
-
-    /// A subscriber slot, or `None` past the configured cap.
-    fn admit(&self, transport: &'static str) -> Option<SubscriberSlot> {
-        let slot = self
-            .subscribers
-            .acquire(self.stream.max_subscribers, transport);
-        if slot.is_none() {
-            metrics::counter!(crate::metrics::SUBSCRIBERS_REJECTED, "reason" => "capacity")
-                .increment(1);
-        }
-        slot
-    }
-}
-
-/// A JSON error body: `{"error": "...", "code": N}`.
-pub fn error_reply(code: StatusCode, message: impl Into<String>) -> warp::reply::Response {
-    let body = json!({ "error": message.into(), "code": code.as_u16() });
-    warp::reply::with_status(warp::reply::json(&body), code).into_response()
-}
-
-fn too_many_subscribers() -> warp::reply::Response {
-    let reply = error_reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "too many stream subscribers; retry later",
-    );
-    warp::reply::with_header(reply, "retry-after", "5").into_response()
-}
+use warp::{Filter, Rejection};
 
 /// Matches `/api/<path>` and `/<path>`.
 fn api_path(

@@ -1,7 +1,7 @@
 //! Query-string filters shared by the snapshot and stream routes.
 
-use crate::hub::Filter;
-use crate::model::Status;
+use loco_discovery_core::hub::Filter;
+use loco_discovery_core::model::Status;
 
 /// Parses `namespace`, `service`, `status` and `zone` (each repeatable, and each also
 /// accepting a comma-separated list), and `preferZone` (ordering only). Unknown parameters are ignored, so clients can add

@@ -1,9 +1,10 @@
 //! `GET /api/instances/live`: the whole view as JSON, for first paint and for clients
 //! that poll.
 
-use super::{error_reply, parse_filter};
-use crate::hub::Hub;
+use super::query::parse_filter;
+use super::reply::error_reply;
 use chrono::Utc;
+use loco_discovery_core::hub::Hub;
 use std::sync::Arc;
 use warp::http::StatusCode;
 use warp::Reply;

@@ -1,8 +1,10 @@
 //! `GET /api/instances/stream`: Server-Sent Events for `EventSource`, `curl -N` and
 //! any HTTP client.
 
+use super::query::parse_stream_query;
+use super::reply::{error_reply, too_many_subscribers};
+use super::state::HttpState;
 use super::stream::{jittered, record_delivery, subscriber_stream, Outgoing};
-use super::{error_reply, parse_stream_query, HttpState};
 use futures::StreamExt;
 use std::convert::Infallible;
 use warp::http::StatusCode;
@@ -38,7 +40,7 @@ pub fn stream(
         Err(message) => return error_reply(StatusCode::BAD_REQUEST, message),
     };
     let Some(slot) = state.admit("sse") else {
-        return super::too_many_subscribers();
+        return too_many_subscribers();
     };
     // The first frame tells EventSource how long to wait before reconnecting; each client
     // gets its own delay.

@@ -4,10 +4,12 @@
 //!
 //! SSE and WebSocket only frame what this yields.
 
-use crate::hub::{left_view_json, Filter, Frame, Hub, SnapshotEvent, Start, Subscription};
 use crate::metrics as m;
 use chrono::Utc;
 use futures::Stream;
+use loco_discovery_core::hub::{
+    left_view_json, Filter, Frame, Hub, SnapshotEvent, Start, Subscription,
+};
 use rand::Rng;
 use serde_json::json;
 use std::collections::HashSet;
@@ -116,7 +118,7 @@ impl Drop for SubscriberSlot {
 fn snapshot_event(
     kind: &'static str,
     reason: Option<&str>,
-    snapshot: &crate::model::Snapshot,
+    snapshot: &loco_discovery_core::model::Snapshot,
     id: &str,
 ) -> Outgoing {
     let data = serde_json::to_string(&SnapshotEvent {
@@ -153,7 +155,7 @@ struct View {
 }
 
 impl View {
-    fn reset(&mut self, snapshot: &crate::model::Snapshot) {
+    fn reset(&mut self, snapshot: &loco_discovery_core::model::Snapshot) {
         if self.filter.is_by_state() {
             self.shown = Some(snapshot.instances.iter().map(|i| i.key.clone()).collect());
         }
@@ -178,7 +180,7 @@ impl View {
             return Some(event());
         }
         let key = &frame.instance.key;
-        let removed = frame.kind == crate::model::DeltaKind::InstanceRemoved;
+        let removed = frame.kind == loco_discovery_core::model::DeltaKind::InstanceRemoved;
         let matches = !removed && self.filter.matches(&frame.instance);
         let was_shown = self.shown.as_ref().is_none_or(|s| s.contains(key));
         if let Some(shown) = self.shown.as_mut() {
@@ -280,10 +282,10 @@ pub fn subscriber_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::HubInfo;
-    use crate::index::{EndpointIndex, IndexConfig};
-    use crate::slices::{mk_endpoint, mk_slice};
     use futures::StreamExt;
+    use loco_discovery_core::hub::HubInfo;
+    use loco_discovery_core::index::{EndpointIndex, IndexConfig};
+    use loco_discovery_core::slices::{mk_endpoint, mk_slice};
     use tokio::time::Instant;
 
     fn hub() -> Arc<Hub> {

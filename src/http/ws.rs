@@ -2,10 +2,12 @@
 //! for services and for the lego-loco frontend's WebSocket hook (which sends
 //! `{"type":"__ping"}` and expects `{"type":"__pong"}`).
 
+use super::query::parse_stream_query;
+use super::reply::{error_reply, too_many_subscribers};
+use super::state::HttpState;
 use super::stream::{record_delivery, subscriber_stream, Outgoing, SubscriberSlot};
-use super::{error_reply, parse_stream_query, HttpState};
-use crate::hub::Filter;
 use futures::{SinkExt, StreamExt};
+use loco_discovery_core::hub::Filter;
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::ws::{Message, WebSocket, Ws};
@@ -30,7 +32,7 @@ pub fn upgrade(state: HttpState, ws: Ws, query: String) -> warp::reply::Response
         Err(message) => return error_reply(StatusCode::BAD_REQUEST, message),
     };
     let Some(slot) = state.admit("ws") else {
-        return super::too_many_subscribers();
+        return too_many_subscribers();
     };
     ws.on_upgrade(move |socket| serve(socket, state, filter, last_event_id, slot))
         .into_response()

@@ -7,8 +7,8 @@ pub mod process;
 use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
-use loco_discovery::sim::{ResourceKind, Sim, SimOptions, Store};
 use loco_discovery::GatewayConfig;
+use loco_discovery_sim::{ResourceKind, Sim, SimOptions, Store};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,11 +22,12 @@ use tokio_util::sync::CancellationToken;
 pub const NS: &str = "loco";
 pub const SVC: &str = "loco-loco-emulator";
 
-/// The simulated API server, running until dropped.
+/// The simulated API server, running until dropped or [stopped](SimCluster::stop).
 pub struct SimCluster {
     pub sim: Sim,
     pub addr: SocketAddr,
     stop: CancellationToken,
+    task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Drop for SimCluster {
@@ -46,8 +47,30 @@ impl SimCluster {
         let sim = Sim::new(options);
         let stop = CancellationToken::new();
         let (s, token) = (sim.clone(), stop.clone());
-        tokio::spawn(async move { s.serve(listener, token.cancelled_owned()).await });
-        Self { sim, addr, stop }
+        let task = tokio::spawn(async move { s.serve(listener, token.cancelled_owned()).await });
+        Self {
+            sim,
+            addr,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Shuts the server down and requires `serve` to return cleanly within 10 s (open
+    /// watches must end).
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let task = self.task.take().expect("stopped once");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("serve returns after shutdown")
+            .unwrap()
+            .unwrap();
     }
 
     pub fn store(&self) -> &Store {
@@ -318,7 +341,7 @@ impl Rebuilt {
 
 /// A ready endpoint of emulator pod `n`.
 pub fn pod(n: u32, serving: bool) -> Endpoint {
-    loco_discovery::slices::mk_endpoint(
+    loco_discovery_core::slices::mk_endpoint(
         &format!("{SVC}-{n}"),
         &format!("10.0.0.{}", n + 10),
         serving,
@@ -327,7 +350,7 @@ pub fn pod(n: u32, serving: bool) -> Endpoint {
 }
 
 pub fn slice(name: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
-    loco_discovery::slices::mk_slice(NS, name, SVC, endpoints)
+    loco_discovery_core::slices::mk_slice(NS, name, SVC, endpoints)
 }
 
 /// A stream subscriber that stops reading: a raw connection with a small receive buffer.

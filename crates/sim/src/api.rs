@@ -336,7 +336,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, Value> {
 /// Decodes a request body as JSON, or YAML when the content type says so.
 fn decode_body(bytes: &[u8], content_type: &str) -> Result<Value, Value> {
     if content_type.contains("yaml") {
-        return serde_yaml::from_slice::<Value>(bytes)
+        return serde_saphyr::from_slice::<Value>(bytes)
             .map_err(|e| status::bad_request(&format!("error decoding YAML: {e}")));
     }
     serde_json::from_slice::<Value>(bytes).map_err(|e| {

@@ -50,7 +50,7 @@ impl MetadataMap {
             Plain(BTreeMap<String, InstanceMetadata>),
         }
         let document: Option<Document> =
-            serde_yaml::from_str(text).map_err(|e| MetadataError::Shape(e.to_string()))?;
+            serde_saphyr::from_str(text).map_err(|e| MetadataError::Shape(e.to_string()))?;
         let entries = match document {
             None => BTreeMap::new(),
             Some(Document::Wrapped { instances }) => instances,

@@ -173,6 +173,6 @@ pub fn write_kubeconfig(
         "current-context": "loco-sim",
         "preferences": {},
     });
-    let text = serde_yaml::to_string(&doc).map_err(std::io::Error::other)?;
+    let text = serde_saphyr::to_string(&doc).map_err(std::io::Error::other)?;
     std::fs::write(path, text)
 }

@@ -8,9 +8,9 @@
 //! caused the write, plus the Service's core/v1 Endpoints object.
 
 use super::store::{ResourceKind, Store, StoreError, TRIGGER_TIME_ANNOTATION};
-use crate::slices::{mk_endpoint, mk_slice};
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use loco_discovery_core::slices::{mk_endpoint, mk_slice};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -366,7 +366,7 @@ pub fn sync_into_store(store: &Store, cluster: &EmulatorCluster) -> Result<(), S
     for object in existing {
         let labels = &object["metadata"]["labels"];
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        if labels[crate::index::SERVICE_NAME_LABEL] == cluster.config.service.as_str()
+        if labels[loco_discovery_core::index::SERVICE_NAME_LABEL] == cluster.config.service.as_str()
             && !wanted.contains_key(name)
         {
             store.delete(ResourceKind::EndpointSlice, namespace, name)?;
