@@ -6,6 +6,7 @@
 
 use crate::http::stream::StreamConfig;
 use crate::probe::ProbeConfig;
+use crate::watch::WatchBackoff;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use loco_discovery_core::hub::HubLimits;
 use loco_discovery_core::index::IndexConfig;
@@ -284,6 +285,8 @@ pub struct GatewayConfig {
     pub prefer_zone: Option<String>,
     /// How often followed files are read again.
     pub file_poll: Duration,
+    /// The wait before listing again after a watch error.
+    pub watch_backoff: WatchBackoff,
 }
 
 impl GatewayConfig {
@@ -302,6 +305,7 @@ impl GatewayConfig {
             health_check: None,
             prefer_zone: None,
             file_poll: Duration::from_secs(1),
+            watch_backoff: WatchBackoff::default(),
         }
     }
 }

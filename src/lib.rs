@@ -4,6 +4,7 @@
 //! ([`loco_discovery_core`], pure) → [`http`]. [`run`] wires them. The simulated
 //! Kubernetes API server for tests and the demo is its own crate, `loco-discovery-sim`.
 
+pub mod client;
 pub mod config;
 pub mod files;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod probe;
 pub mod sources;
 pub mod watch;
 
+pub use crate::client::kube_client;
 use crate::config::DiscoveryMode;
 pub use crate::config::GatewayConfig;
 use crate::http::stream::StreamConfig;
@@ -97,6 +99,7 @@ pub async fn run_gateway(
         source,
         target,
         config.index.clone(),
+        config.watch_backoff,
         hub.clone(),
         input_rx,
         shutdown.clone().cancelled_owned(),

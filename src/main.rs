@@ -159,7 +159,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     })?;
     let cluster_url = kube_config.cluster_url.clone();
     let client =
-        kube::Client::try_from(kube_config).context("cannot create a Kubernetes client")?;
+        loco_discovery::kube_client(kube_config).context("cannot create a Kubernetes client")?;
     check_cluster(&client, &config, args.connect_timeout)
         .await
         .with_context(|| format!("cluster {cluster_url}"))?;
@@ -249,7 +249,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let url = format!("http://{sim_addr}")
         .parse()
         .context("simulated API URL")?;
-    let client = kube::Client::try_from(kube::Config::new(url))
+    let client = loco_discovery::kube_client(kube::Config::new(url))
         .context("cannot create a client for the simulated API")?;
     say!(
         "simulated cluster: http://{sim_addr} ({} emulator pods)",

@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
 use loco_discovery_core::hub::Hub;
 use loco_discovery_core::index::{
     Anomaly, EndpointIndex, IndexConfig, Outcome, SERVICE_NAME_LABEL,
@@ -22,7 +21,7 @@ use loco_discovery_core::metadata::MetadataMap;
 use loco_discovery_core::model::Probe;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// What to watch: the services' EndpointSlices in one namespace.
@@ -42,10 +41,25 @@ impl WatchTarget {
     }
 }
 
+/// Whether an API error says the resourceVersion asked for is newer than anything the
+/// server has: the server's history is not the one the version came from (an API server
+/// restored from a backup, or a new cluster behind the same address).
+fn is_too_large_resource_version(status: &kube::core::Status) -> bool {
+    status.code == 504
+        && (status.details.as_ref().is_some_and(|d| {
+            d.causes
+                .iter()
+                .any(|c| c.reason == "ResourceVersionTooLarge")
+        }) || status.message.contains("Too large resource version"))
+}
+
 /// A stable, bounded name for a watch error, used in logs and as a metric label.
 pub fn error_reason(error: &watcher::Error) -> &'static str {
     fn client_reason(error: &kube::Error) -> &'static str {
         match error {
+            kube::Error::Api(status) if is_too_large_resource_version(status) => {
+                "too_large_resource_version"
+            }
             kube::Error::Api(status) if status.code == 410 => "gone_410",
             kube::Error::Api(status) if status.code >= 500 => "http_5xx",
             kube::Error::Api(_) => "http_4xx",
@@ -59,6 +73,9 @@ pub fn error_reason(error: &watcher::Error) -> &'static str {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
         | watcher::Error::WatchFailed(e) => client_reason(e),
+        watcher::Error::WatchError(status) if is_too_large_resource_version(status) => {
+            "too_large_resource_version"
+        }
         watcher::Error::WatchError(status) if status.code == 410 => "gone_410",
         watcher::Error::WatchError(status) if status.code >= 500 => "http_5xx",
         watcher::Error::WatchError(_) => "http_4xx",
@@ -108,6 +125,26 @@ fn deleted_slice(object: DynamicObject, target: &WatchTarget) -> EndpointSlice {
         metadata,
         ..EndpointSlice::default()
     })
+}
+
+/// An added or modified slice as `(apply, delete)`: one that does not decode counts as
+/// absent, so a replica that watched it change and one that listed it afterwards agree
+/// (neither shows its endpoints).
+fn changed_slice(
+    object: DynamicObject,
+    target: &WatchTarget,
+) -> (Vec<EndpointSlice>, Vec<EndpointSlice>) {
+    let metadata = object.metadata.clone();
+    match decode(object, target) {
+        Some(slice) => (vec![slice], Vec::new()),
+        None => (
+            Vec::new(),
+            vec![EndpointSlice {
+                metadata,
+                ..EndpointSlice::default()
+            }],
+        ),
+    }
 }
 
 fn report_anomalies(anomalies: &[Anomaly]) {
@@ -218,43 +255,42 @@ fn slice_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
     let api: Api<DynamicObject> = Api::namespaced_with(client, &target.namespace, &resource);
     let config = watcher::Config::default().labels(&target.label_selector());
     let target = target.clone();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .map(move |event| match event {
-            Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
-            Ok(Event::Init) => SourceEvent::Init,
-            Ok(Event::InitApply(object)) => {
-                SourceEvent::Listed(decode(object, &target).into_iter().collect())
+    let stream = watcher(api, config).map(move |event| match event {
+        Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
+        Ok(Event::Init) => SourceEvent::Init,
+        Ok(Event::InitApply(object)) => {
+            SourceEvent::Listed(decode(object, &target).into_iter().collect())
+        }
+        Ok(Event::InitDone) => SourceEvent::InitDone,
+        Ok(Event::Apply(object)) => {
+            let received = Instant::now();
+            let service = service_of(&object);
+            let change_time = observe_change(&object, &service, Utc::now());
+            let origin = origin_of(&object);
+            let (apply, delete) = changed_slice(object, &target);
+            SourceEvent::Changed {
+                apply,
+                delete,
+                origin,
+                change_time,
+                service,
+                received,
             }
-            Ok(Event::InitDone) => SourceEvent::InitDone,
-            Ok(Event::Apply(object)) => {
-                let received = Instant::now();
-                let service = service_of(&object);
-                let change_time = observe_change(&object, &service, Utc::now());
-                let origin = origin_of(&object);
-                SourceEvent::Changed {
-                    apply: decode(object, &target).into_iter().collect(),
-                    delete: Vec::new(),
-                    origin,
-                    change_time,
-                    service,
-                    received,
-                }
+        }
+        Ok(Event::Delete(object)) => {
+            let received = Instant::now();
+            let service = service_of(&object);
+            let origin = origin_of(&object);
+            SourceEvent::Changed {
+                apply: Vec::new(),
+                delete: vec![deleted_slice(object, &target)],
+                origin,
+                change_time: None,
+                service,
+                received,
             }
-            Ok(Event::Delete(object)) => {
-                let received = Instant::now();
-                let service = service_of(&object);
-                let origin = origin_of(&object);
-                SourceEvent::Changed {
-                    apply: Vec::new(),
-                    delete: vec![deleted_slice(object, &target)],
-                    origin,
-                    change_time: None,
-                    service,
-                    received,
-                }
-            }
-        });
+        }
+    });
     Box::pin(stream)
 }
 
@@ -286,62 +322,69 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
             }
         }
     };
-    let stream = watcher(api, config)
-        .default_backoff()
-        .map(move |event| match event {
-            Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
-            Ok(Event::Init) => {
-                adapter.reset();
-                SourceEvent::Init
+    let stream = watcher(api, config).map(move |event| match event {
+        Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
+        Ok(Event::Init) => {
+            adapter.reset();
+            SourceEvent::Init
+        }
+        Ok(Event::InitApply(object)) => {
+            let slices = (wanted(&object))
+                .then(|| decode_endpoints(object))
+                .flatten()
+                .map(|e| adapter.apply(&e).0)
+                .unwrap_or_default();
+            SourceEvent::Listed(slices)
+        }
+        Ok(Event::InitDone) => SourceEvent::InitDone,
+        Ok(Event::Apply(object)) | Ok(Event::Delete(object)) if !wanted(&object) => {
+            SourceEvent::Listed(Vec::new())
+        }
+        Ok(Event::Apply(object)) => {
+            let received = Instant::now();
+            let service = object.metadata.name.clone().unwrap_or_default();
+            let change_time = observe_change(&object, &service, Utc::now());
+            let origin = origin_of(&object);
+            let metadata = object.metadata.clone();
+            // An Endpoints object that does not decode counts as absent, as in a list.
+            let (apply, delete) = match decode_endpoints(object) {
+                Some(endpoints) => adapter.apply(&endpoints),
+                None => (
+                    Vec::new(),
+                    adapter.delete(&Endpoints {
+                        metadata,
+                        ..Endpoints::default()
+                    }),
+                ),
+            };
+            SourceEvent::Changed {
+                apply,
+                delete,
+                origin,
+                change_time,
+                service,
+                received,
             }
-            Ok(Event::InitApply(object)) => {
-                let slices = (wanted(&object))
-                    .then(|| decode_endpoints(object))
-                    .flatten()
-                    .map(|e| adapter.apply(&e).0)
-                    .unwrap_or_default();
-                SourceEvent::Listed(slices)
+        }
+        Ok(Event::Delete(object)) => {
+            let received = Instant::now();
+            let service = object.metadata.name.clone().unwrap_or_default();
+            let origin = origin_of(&object);
+            let gone = Endpoints {
+                metadata: object.metadata.clone(),
+                ..Endpoints::default()
+            };
+            let delete = adapter.delete(&gone);
+            SourceEvent::Changed {
+                apply: Vec::new(),
+                delete,
+                origin,
+                change_time: None,
+                service,
+                received,
             }
-            Ok(Event::InitDone) => SourceEvent::InitDone,
-            Ok(Event::Apply(object)) | Ok(Event::Delete(object)) if !wanted(&object) => {
-                SourceEvent::Listed(Vec::new())
-            }
-            Ok(Event::Apply(object)) => {
-                let received = Instant::now();
-                let service = object.metadata.name.clone().unwrap_or_default();
-                let change_time = observe_change(&object, &service, Utc::now());
-                let origin = origin_of(&object);
-                let (apply, delete) = decode_endpoints(object)
-                    .map(|e| adapter.apply(&e))
-                    .unwrap_or_default();
-                SourceEvent::Changed {
-                    apply,
-                    delete,
-                    origin,
-                    change_time,
-                    service,
-                    received,
-                }
-            }
-            Ok(Event::Delete(object)) => {
-                let received = Instant::now();
-                let service = object.metadata.name.clone().unwrap_or_default();
-                let origin = origin_of(&object);
-                let gone = Endpoints {
-                    metadata: object.metadata.clone(),
-                    ..Endpoints::default()
-                };
-                let delete = adapter.delete(&gone);
-                SourceEvent::Changed {
-                    apply: Vec::new(),
-                    delete,
-                    origin,
-                    change_time: None,
-                    service,
-                    received,
-                }
-            }
-        });
+        }
+    });
     Box::pin(stream)
 }
 
@@ -356,29 +399,89 @@ pub enum Source {
     Static,
 }
 
+impl Source {
+    /// A fresh event stream: for Kubernetes, a new watcher that starts with a list.
+    fn events(&self, target: &WatchTarget) -> SourceStream {
+        match self {
+            Source::Kubernetes {
+                client,
+                kind: WatchKind::EndpointSlices,
+            } => slice_events(client.clone(), target),
+            Source::Kubernetes {
+                client,
+                kind: WatchKind::Endpoints,
+            } => endpoints_events(client.clone(), target),
+            Source::Static => Box::pin(futures::stream::pending()),
+        }
+    }
+}
+
+/// How long the watch waits before listing again after an error: jittered exponential
+/// backoff from `min` up to `max`, reset by every complete list.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchBackoff {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            min: Duration::from_millis(800),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WatchBackoff {
+    fn delays(&self) -> backon::ExponentialBackoff {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
+/// The event id prefix of a change: the watch event's resourceVersion, the same on every
+/// replica, followed by the digest of this replica's own inputs when it has any (so a
+/// replica whose probes or metadata differ never honours another's id).
+fn change_origin(resource_version: &str, overlay: Option<u32>) -> String {
+    match overlay {
+        None => resource_version.to_owned(),
+        Some(digest) => format!("{resource_version}_{digest:08x}"),
+    }
+}
+
+/// What woke the discovery loop.
+enum Wake {
+    Shutdown,
+    Input(Option<Input>),
+    Restart,
+    Event(Option<SourceEvent>),
+}
+
 /// Runs discovery until `shutdown` resolves: the source's events and the `inputs` feed
 /// one index, whose deltas are published to the hub. Kubernetes errors never end the
-/// loop: the watcher retries with jittered exponential backoff (0.8 s up to 30 s) and
-/// re-lists when the API says its resourceVersion is gone.
+/// loop: after any watch error the watch is dropped and, after a jittered exponential
+/// backoff, started again with a fresh list, which confirms the view against the API
+/// (a watch resumed from an old resourceVersion cannot: a quiet cluster sends nothing,
+/// and an API server with another history may accept the version and skip everything
+/// up to it). The list is swapped in whole, so only the net change is published.
 pub async fn run_discovery(
     source: Source,
     target: WatchTarget,
     index_config: IndexConfig,
+    backoff: WatchBackoff,
     hub: Arc<Hub>,
     mut inputs: tokio::sync::mpsc::Receiver<Input>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut events: SourceStream = match source {
-        Source::Kubernetes {
-            client,
-            kind: WatchKind::EndpointSlices,
-        } => slice_events(client, &target),
-        Source::Kubernetes {
-            client,
-            kind: WatchKind::Endpoints,
-        } => endpoints_events(client, &target),
-        Source::Static => Box::pin(futures::stream::pending()),
-    };
+    let mut events: Option<SourceStream> = Some(source.events(&target));
+    let mut restart_at: Option<tokio::time::Instant> = None;
+    let mut delays = backoff.delays();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut index = EndpointIndex::new(index_config);
     let mut failing = false;
@@ -392,55 +495,82 @@ pub async fn run_discovery(
     metrics::gauge!(m::WATCH_READY).set(0.0);
     info!(namespace = %target.namespace, services = ?target.services, "discovery starting");
     loop {
-        let event = tokio::select! {
-            _ = &mut shutdown => break,
-            input = inputs.recv(), if inputs_open => match input {
-                None => { inputs_open = false; continue; }
-                Some(Input::Metadata(metadata)) => {
-                    file_metadata = metadata;
-                    let merged = merge_metadata(&static_names, &file_metadata);
-                    let outcome = index.set_metadata(merged, Utc::now());
-                    lists += 1;
-                    publish(&hub, outcome, &format!("meta-{boot:08x}-{lists}"), None);
-                    continue;
-                }
-                Some(Input::Probe { key, probe }) => {
-                    let outcome = index.set_probe(&key, probe, Utc::now());
-                    if !outcome.deltas.is_empty() {
-                        lists += 1;
-                        publish(&hub, outcome, &format!("probe-{boot:08x}-{lists}"), None);
-                    }
-                    continue;
-                }
-                Some(Input::Static(instances)) => {
-                    let instances = *instances;
-                    static_names = instances.names;
-                    index.set_metadata(merge_metadata(&static_names, &file_metadata), Utc::now());
-                    index.begin_relist();
-                    index.relist_apply(instances.slice);
-                    let outcome = index.finish_relist(Utc::now());
-                    lists += 1;
-                    info!(instances = index.instances().len(), "static instances loaded");
-                    publish(&hub, outcome, &format!("static-{boot:08x}-{lists}"), None);
-                    hub.mark_ready(Utc::now());
-                    metrics::gauge!(m::WATCH_READY).set(1.0);
-                    continue;
-                }
-            },
-            event = events.next() => event,
+        let wake = tokio::select! {
+            _ = &mut shutdown => Wake::Shutdown,
+            input = inputs.recv(), if inputs_open => Wake::Input(input),
+            _ = async { tokio::time::sleep_until(restart_at.unwrap_or_else(tokio::time::Instant::now)).await },
+                if restart_at.is_some() => Wake::Restart,
+            event = async { events.as_mut().expect("guarded").next().await }, if events.is_some() => Wake::Event(event),
         };
-        let Some(event) = event else { break };
+        let event = match wake {
+            Wake::Shutdown => break,
+            Wake::Restart => {
+                restart_at = None;
+                events = Some(source.events(&target));
+                continue;
+            }
+            Wake::Input(None) => {
+                inputs_open = false;
+                continue;
+            }
+            Wake::Input(Some(Input::Metadata(metadata))) => {
+                file_metadata = metadata;
+                let merged = merge_metadata(&static_names, &file_metadata);
+                let outcome = index.set_metadata(merged, Utc::now());
+                lists += 1;
+                publish(&hub, outcome, &format!("meta-{boot:08x}-{lists}"), None);
+                continue;
+            }
+            Wake::Input(Some(Input::Probe { key, probe })) => {
+                let outcome = index.set_probe(&key, probe, Utc::now());
+                if !outcome.deltas.is_empty() {
+                    lists += 1;
+                    publish(&hub, outcome, &format!("probe-{boot:08x}-{lists}"), None);
+                }
+                continue;
+            }
+            Wake::Input(Some(Input::Static(instances))) => {
+                let instances = *instances;
+                static_names = instances.names;
+                let now = Utc::now();
+                // Names first (an entry whose name alone changed is an update), then the
+                // instances themselves.
+                let mut outcome =
+                    index.set_metadata(merge_metadata(&static_names, &file_metadata), now);
+                index.begin_relist();
+                index.relist_apply(instances.slice);
+                let listed = index.finish_relist(now);
+                outcome.deltas.extend(listed.deltas);
+                outcome.anomalies.extend(listed.anomalies);
+                lists += 1;
+                info!(
+                    instances = index.instances().len(),
+                    "static instances loaded"
+                );
+                publish(&hub, outcome, &format!("static-{boot:08x}-{lists}"), None);
+                hub.mark_ready(Utc::now());
+                metrics::gauge!(m::WATCH_READY).set(1.0);
+                continue;
+            }
+            Wake::Event(None) => {
+                // A source stream never ends by itself; start it again if it does.
+                events = None;
+                restart_at =
+                    Some(tokio::time::Instant::now() + delays.next().unwrap_or(backoff.max));
+                continue;
+            }
+            Wake::Event(Some(event)) => event,
+        };
         if let SourceEvent::Failed(reason, error) = &event {
+            let delay = delays.next().unwrap_or(backoff.max);
             warn!(namespace = %target.namespace, services = ?target.services, reason, %error,
-                  "watch error; retrying with backoff");
+                  retry_in = ?delay, "watch error; listing again after a backoff");
             metrics::counter!(m::WATCH_ERRORS, "reason" => *reason).increment(1);
             failing = true;
             hub.mark_unsynced();
+            events = None;
+            restart_at = Some(tokio::time::Instant::now() + delay);
             continue;
-        }
-        if failing {
-            info!(namespace = %target.namespace, "watch recovered");
-            failing = false;
         }
         match event {
             SourceEvent::Failed(..) => {}
@@ -459,6 +589,10 @@ pub async fn run_discovery(
                 let outcome = index.finish_relist(Utc::now());
                 info!(namespace = %target.namespace, deltas = outcome.deltas.len(),
                       instances = index.instances().len(), "list complete");
+                if failing {
+                    info!(namespace = %target.namespace, "watch recovered");
+                    failing = false;
+                }
                 if index.instances().is_empty() {
                     info!(namespace = %target.namespace, services = ?target.services,
                           "no endpoints found for the watched services (yet)");
@@ -466,6 +600,7 @@ pub async fn run_discovery(
                 lists += 1;
                 publish(&hub, outcome, &format!("list-{boot:08x}-{lists}"), None);
                 hub.mark_ready(Utc::now());
+                delays = backoff.delays();
                 metrics::counter!(m::WATCH_RELISTS).increment(1);
                 metrics::gauge!(m::WATCH_READY).set(1.0);
             }
@@ -489,7 +624,9 @@ pub async fn run_discovery(
                     outcome.deltas.extend(o.deltas);
                     outcome.anomalies.extend(o.anomalies);
                 }
+                let origin = change_origin(&origin, index.overlay_digest());
                 publish(&hub, outcome, &origin, change_time);
+                hub.confirm(now);
                 metrics::histogram!(m::RECEIPT_TO_PUBLISHED, "service" => service)
                     .record(received.elapsed().as_secs_f64());
             }

@@ -231,6 +231,45 @@ async fn static_mode_follows_its_file_and_keeps_the_last_good_state() {
 }
 
 #[tokio::test]
+async fn static_mode_publishes_an_edit_of_the_name_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("instances.json");
+    let write = |name: &str, tags: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                r#"[{{"id": "instance-0", "name": "{name}", "tags": [{tags}], "address": "10.1.0.1"}}]"#
+            ),
+        )
+        .unwrap()
+    };
+    write("Host", r#""lan""#);
+    let mut config = GatewayConfig::new(NS, vec![SVC.into()]);
+    config.mode = DiscoveryMode::Static;
+    config.static_file = Some(file.clone());
+    config.file_poll = Duration::from_millis(50);
+    let (url, stop) = start_static(config).await;
+    eventually(LIMIT, || async {
+        get(&url).await["instances"][0]["name"] == "Host"
+    })
+    .await
+    .unwrap();
+    let mut events = SseClient::connect(&format!("{url}/api/instances/stream"), None).await;
+    assert_eq!(events.next().await.event, "snapshot");
+
+    write("Renamed", r#""lan", "new""#);
+    let update = events.next().await;
+    assert_eq!(update.event, "InstanceUpdated");
+    let data: Value = serde_json::from_str(&update.data).unwrap();
+    assert_eq!(data["instance"]["name"], "Renamed");
+    assert_eq!(data["instance"]["tags"], json!(["lan", "new"]));
+    let live = get(&url).await;
+    assert_eq!(live["instances"][0]["name"], "Renamed");
+    assert_eq!(live["synced"], true);
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn metadata_file_decorates_instances_and_edits_flow_out_as_updates() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("metadata.yaml");

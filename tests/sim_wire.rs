@@ -783,3 +783,49 @@ async fn many_watches_share_one_broadcast_and_fall_back_to_history_when_behind()
     .expect("closed connections end their watches");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_watch_from_a_resource_version_the_server_never_reached_is_refused_as_too_large() {
+    let srv = Running::start(SimOptions {
+        too_new_wait: Duration::from_millis(200),
+        ..SimOptions::default()
+    })
+    .await;
+    srv.put("a", slice(json!({"app": "web"})));
+    let current = srv.sim.store.current_resource_version();
+    let far = current + 1000;
+    let started = std::time::Instant::now();
+    let (code, status) = srv
+        .get(&format!("{SLICES}?watch=true&resourceVersion={far}"))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "waits first"
+    );
+    assert_eq!(code, 504);
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Timeout");
+    assert_eq!(
+        status["message"],
+        format!("Too large resource version: {far}, current: {current}")
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["reason"],
+        "ResourceVersionTooLarge"
+    );
+    assert_eq!(status["details"]["retryAfterSeconds"], 1);
+
+    // A version that arrives while the watch waits is served normally.
+    let next = current + 1;
+    let url = srv.url(&format!("{SLICES}?watch=true&resourceVersion={current}"));
+    let pending = tokio::spawn({
+        let http = srv.http.clone();
+        let url = srv.url(&format!("{SLICES}?watch=true&resourceVersion={next}"));
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    srv.put("b", slice(json!({"app": "web"})));
+    assert_eq!(timeout(WAIT, pending).await.unwrap().unwrap(), 200);
+    let ok = srv.http.get(url).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+}

@@ -42,7 +42,13 @@ impl SimCluster {
     }
 
     pub async fn start_with(options: SimOptions) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at("127.0.0.1:0".parse().unwrap(), options).await
+    }
+
+    /// A simulator on `addr`: on the address of one that was stopped, it stands for an
+    /// API server restarted (or replaced) behind the same address.
+    pub async fn start_at(addr: SocketAddr, options: SimOptions) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let sim = Sim::new(options);
         let stop = CancellationToken::new();
@@ -79,7 +85,7 @@ impl SimCluster {
 
     pub fn client(&self) -> kube::Client {
         let url = format!("http://{}", self.addr).parse().unwrap();
-        kube::Client::try_from(kube::Config::new(url)).unwrap()
+        loco_discovery::kube_client(kube::Config::new(url)).unwrap()
     }
 
     /// Creates or replaces a slice.

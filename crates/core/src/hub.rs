@@ -261,8 +261,6 @@ impl Hub {
             .map(|t| (now - t).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1000.0);
         let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
-        set_synced(state, true);
-        state.confirmed_at = now;
         for (i, delta) in deltas.iter().enumerate() {
             let key = delta.instance.key.clone();
             let service_key = (delta.namespace.clone(), delta.service.clone());
@@ -326,6 +324,24 @@ impl Hub {
         state.ready = true;
         set_synced(&mut state, true);
         state.confirmed_at = now;
+    }
+
+    /// Records that the view was just confirmed against the API (a list completed, or a
+    /// watch event arrived): `synced` again, and `lastUpdate` follows the clock.
+    pub fn confirm(&self, now: DateTime<Utc>) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        set_synced(&mut state, true);
+        state.confirmed_at = now;
+    }
+
+    /// Whether the view is confirmed against the API now.
+    pub fn is_synced(&self) -> bool {
+        self.read().synced
+    }
+
+    /// When the view was last confirmed against the API.
+    pub fn confirmed_at(&self) -> DateTime<Utc> {
+        self.read().confirmed_at
     }
 
     /// Marks the watch as broken: `lastUpdate` stops advancing until it recovers.
@@ -402,6 +418,7 @@ impl Hub {
             service_name: self.info.services.join(","),
             services: self.info.services.clone(),
             last_update,
+            synced: state.synced,
             stats,
             summary: Summary {
                 total: stats.total,
@@ -455,13 +472,13 @@ impl Hub {
     }
 }
 
-/// Instances by service and status, and the history depth, as gauges.
 /// Records whether the served view is confirmed against the API, in the state and the gauge.
 fn set_synced(state: &mut State, synced: bool) {
     state.synced = synced;
     metrics::gauge!(crate::metrics::SYNCED).set(if synced { 1.0 } else { 0.0 });
 }
 
+/// Instances by service and status, and the history depth, as gauges.
 fn record_gauges(state: &State) {
     use crate::metrics as m;
     for ((_, service), stats) in &state.service_stats {

@@ -308,9 +308,13 @@ pub struct Snapshot {
     /// The watched service; several are joined with `,`.
     pub service_name: String,
     pub services: Vec<String>,
-    /// When the view last changed (or was last confirmed by a full list).
+    /// When the view was last confirmed against the API: now while the watch is healthy,
+    /// frozen at the last confirmation while it is not.
     #[serde(serialize_with = "iso_time")]
     pub last_update: DateTime<Utc>,
+    /// Whether the view is confirmed against the API now: false from a watch failure
+    /// until the next successful list or watch event (the last known state is served).
+    pub synced: bool,
     pub stats: Stats,
     pub summary: Summary,
     pub instances: Vec<Instance>,

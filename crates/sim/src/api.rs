@@ -32,9 +32,6 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// Largest request body accepted (bigger gets 413).
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// How long a list or get waits for a resourceVersion newer than the store before answering 504.
-const TOO_NEW_WAIT: Duration = Duration::from_secs(3);
-
 const ENDPOINTS_WARNING: &str =
     "299 - \"v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice\"";
 
@@ -606,7 +603,9 @@ impl ApiServer {
             if let Some(n) = &name {
                 fields = fields.and(FieldSelector::with_name(n));
             }
-            return self.watch(kind, namespace, labels, fields, rv, repr, q);
+            return self
+                .watch(kind, namespace, labels, fields, rv, repr, q)
+                .await;
         }
         // A plain GET of one object.
         if let (Some(name), Some(ns)) = (name, namespace.as_deref()) {
@@ -619,7 +618,7 @@ impl ApiServer {
     /// Waits (bounded) until the store reaches `rv`; false when it does not in time.
     async fn wait_for_rv(&self, rv: u64) -> bool {
         let mut rx = self.store.subscribe();
-        let deadline = tokio::time::Instant::now() + TOO_NEW_WAIT;
+        let deadline = tokio::time::Instant::now() + self.opts.too_new_wait;
         while self.store.current_resource_version() < rv {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Err(_) => return false,
@@ -760,8 +759,11 @@ impl ApiServer {
         }
     }
 
+    /// A watch. One from a resourceVersion the store has not reached waits for it like a list does, then is
+    /// refused with 504 "Too large resource version" (an API server restored or replaced behind the same address:
+    /// the client must re-list).
     #[allow(clippy::too_many_arguments)]
-    fn watch(
+    async fn watch(
         &self,
         kind: ResourceKind,
         namespace: Option<String>,
@@ -805,7 +807,15 @@ impl ApiServer {
             }
             (Some(false), RvParam::Unset | RvParam::Zero) => WatchFrom::Now,
             (_, RvParam::Unset | RvParam::Zero) => WatchFrom::CurrentState,
-            (_, RvParam::At(n)) => WatchFrom::After(n),
+            (_, RvParam::At(n)) => {
+                if !self.wait_for_rv(n).await {
+                    return error_response(&StoreError::TooLargeResourceVersion {
+                        requested: n,
+                        current: self.store.current_resource_version(),
+                    });
+                }
+                WatchFrom::After(n)
+            }
         };
         let spec = WatchSpec {
             kind,

@@ -95,7 +95,9 @@ fn snapshot_lists_instances_in_ordinal_order_with_consistent_counts() {
 
 #[test]
 fn snapshot_json_has_both_envelope_spellings() {
-    let snap = fed().hub.snapshot(&Filter::default(), t(2));
+    let f = fed();
+    f.hub.confirm(t(1));
+    let snap = f.hub.snapshot(&Filter::default(), t(2));
     let json = serde_json::to_value(&snap).unwrap();
     assert_eq!(json["mode"], "kubernetes-endpointslices");
     assert_eq!(json["discoveryMode"], "kubernetes-endpointslices");
@@ -105,6 +107,7 @@ fn snapshot_json_has_both_envelope_spellings() {
     assert_eq!(json["summary"]["total"], 3);
     assert_eq!(json["lastUpdate"], "2023-11-14T22:13:22.000Z");
     assert_eq!(json["summary"]["lastUpdate"], json["lastUpdate"]);
+    assert_eq!(json["synced"], true);
 }
 
 #[test]
@@ -136,8 +139,13 @@ fn last_update_stops_advancing_while_the_watch_is_broken() {
     assert_eq!(f.hub.snapshot(&Filter::default(), t(9)).last_update, t(9));
     f.hub.mark_unsynced();
     assert_eq!(f.hub.snapshot(&Filter::default(), t(30)).last_update, t(5));
-    f.hub.publish(&[], "x", t(31));
-    assert_eq!(f.hub.snapshot(&Filter::default(), t(40)).last_update, t(40));
+    assert!(!f.hub.snapshot(&Filter::default(), t(30)).synced);
+    // A replica-local change (a probe, a metadata edit) confirms nothing.
+    f.hub.publish(&[], "probe-1", t(31));
+    assert_eq!(f.hub.snapshot(&Filter::default(), t(32)).last_update, t(5));
+    f.hub.confirm(t(33));
+    let snap = f.hub.snapshot(&Filter::default(), t(40));
+    assert_eq!((snap.last_update, snap.synced), (t(40), true));
 }
 
 #[test]
