@@ -119,8 +119,10 @@ for i in "${!names[@]}"; do
 done
 
 section "kubernetes-validate --strict (Kubernetes $KUBE_VERSION schemas)"
-# kubernetes-validate has no schema for CRDs such as ServiceMonitor: it warns and
-# skips them; check_chart.py checks the ServiceMonitor's fields against the Service.
+# kubernetes-validate has no schema for CRDs such as ServiceMonitor and PrometheusRule:
+# it warns and skips them; check_chart.py checks the ServiceMonitor's fields against the
+# Service and the PrometheusRule's alerts against the ServiceMonitor's job, and
+# .ci/alerts-check.sh checks the rules themselves with promtool.
 for i in "${!names[@]}"; do
   out=$OUT/${names[$i]}.yaml
   echo "-- ${names[$i]}"
@@ -151,6 +153,8 @@ refuse "the ingress would cut idle streams" "proxyTimeoutSeconds" --set ingress.
 refuse "the PodDisruptionBudget would block every drain" "minAvailable" --set replicaCount=1 --set podDisruptionBudget.minAvailable=1
 refuse "the admin port is the API port" "admin.port" --set admin.port=8080
 refuse "no Service is named" "serviceName" --set serviceDiscovery.serviceName=
+refuse "an alert's window is not a Prometheus duration" "window" --set prometheusRule.alerts.watchErrors.window=10
+refuse "an alert setting is misspelt" "treshold" --set prometheusRule.alerts.relists.treshold=5
 
 section "RBAC least privilege (.ci/check_rbac.py)"
 "$PY" .ci/check_rbac.py --self-test || fail "check_rbac.py self-test"
