@@ -15,7 +15,7 @@
 #   4. .ci/check_monitoring.py: the dashboard is valid JSON, every query parses
 #      (promtool check rules on a scratch file with each query as a recording rule), and
 #      every metric that the dashboard and the rules name is in a live /metrics scrape of
-#      `loco-discovery demo` after streams, a refusal at the cap, a reset and watch faults;
+#      `loco-discovery demo` after streams, a refusal at the cap, a reset and a failing API;
 #      every alert has a section in docs/runbook.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +47,12 @@ promtool --version | head -1
 
 work=$(mktemp -d)
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
+stream=""
+cleanup() {
+  [ -n "$stream" ] && kill "$stream" 2>/dev/null
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 # The spec of the chart's PrometheusRule rendered with these helm arguments, one level
@@ -109,31 +114,33 @@ for _ in $(seq 1 200); do grep -q "demo: open" "$work/demo.out" && break; sleep 
 url=$(sed -n 's|.*demo: open \(http://[0-9.:]*\).*|\1|p' "$work/demo.out" | tail -1)
 sim=$(sed -n 's|^simulated cluster: \(http://[0-9.:]*\).*|\1|p' "$work/demo.out" | tail -1)
 [ -n "$url" ] && [ -n "$sim" ] || { echo "alerts-check: the demo did not start" >&2; cat "$work/demo.err" >&2; exit 1; }
-# A stream (subscribers, the published → socket hop), a second one refused at the cap,
-timeout 2 curl -sN "$url/api/instances/stream" >/dev/null &
+# Scrapes until a series matching $1 appears (10 s at most).
+scrape_until() {
+  for _ in $(seq 1 100); do
+    curl -sf "$url/metrics" >"$work/metrics.txt" && grep -q "$1" "$work/metrics.txt" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# A stream, until an event has reached it (subscribers, the published → socket hop);
+curl -sN "$url/api/instances/stream" >/dev/null &
 stream=$!
-sleep 0.5
+scrape_until '^loco_discovery_published_to_socket_seconds_count{' || fail "no event reached the stream"
+# a second stream, refused at the cap;
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url/api/instances/stream" || true)
-wait "$stream" || true
 [ "$code" = 503 ] || fail "a second stream at --max-subscribers 1 got $code, not 503"
-# a resume from an unknown id (a reset), a failing API and an expired history (watch
-# errors and a re-list).
-timeout 1 curl -sN -H 'Last-Event-ID: unknown' "$url/api/instances/stream" >/dev/null || true
+kill "$stream" && wait "$stream" 2>/dev/null || true
+stream=""
+# a resume from an unknown id, once the slot is free (a reset);
+for _ in $(seq 1 20); do
+  timeout 1 curl -sN -H 'Last-Event-ID: unknown' "$url/api/instances/stream" >/dev/null || true
+  scrape_until '^loco_discovery_resets_total{' && break
+done
+grep -q '^loco_discovery_resets_total{' "$work/metrics.txt" || fail "no reset after a resume from an unknown id"
+# a failing API (watch errors).
 curl -sf -X POST "$sim/sim/faults/errors?status=500&seconds=1" >/dev/null
 curl -sf -X POST "$sim/sim/faults/cut-watches" >/dev/null
-sleep 2
-curl -sf -X POST "$sim/sim/faults/forget-history" >/dev/null
-curl -sf -X POST "$sim/sim/faults/cut-watches" >/dev/null
-relisted() {
-  grep -q '^loco_discovery_watch_errors_total{' "$work/metrics.txt" &&
-    awk '$1 == "loco_discovery_watch_relists_total" && $2 >= 2 {found=1} END {exit !found}' "$work/metrics.txt"
-}
-for _ in $(seq 1 50); do
-  curl -sf "$url/metrics" >"$work/metrics.txt"
-  relisted && break
-  sleep 0.1
-done
-relisted || fail "no watch error and re-list after the injected faults"
+scrape_until '^loco_discovery_watch_errors_total{' || fail "no watch error counted after the injected API failure"
 echo "-- $(grep -c '^loco_discovery_' "$work/metrics.txt") series of $(grep -c '^# TYPE loco_discovery_' "$work/metrics.txt") metrics"
 kill "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
