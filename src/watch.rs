@@ -624,6 +624,12 @@ pub async fn run_discovery(
                     outcome.deltas.extend(o.deltas);
                     outcome.anomalies.extend(o.anomalies);
                 }
+                if let Ok(resource_version) = origin.parse::<u64>() {
+                    if hub.observe_resource_version(resource_version) {
+                        warn!(namespace = %target.namespace, resource_version,
+                              "the API server's resourceVersion went back: another history; resetting every subscriber");
+                    }
+                }
                 let origin = change_origin(&origin, index.overlay_digest());
                 publish(&hub, outcome, &origin, change_time);
                 hub.confirm(now);

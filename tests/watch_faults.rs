@@ -55,11 +55,14 @@ async fn an_api_server_replaced_by_one_with_another_history_is_listed_again() {
     eventually(LIMIT, || async { gateway.view().await.len() == 3 })
         .await
         .unwrap();
+    let mut events = gateway.sse("", None).await;
+    assert_eq!(events.next().await.event, "snapshot");
 
     // kill -9 and a new, empty API server on the same address.
     old.stop().await;
     let new = SimCluster::start_at(addr, sim_options()).await;
     new.put(&slice("emu-new", vec![pod(5, true)]));
+    new.put(&slice("emu-new", vec![pod(5, false)]));
     let took = eventually(LIMIT, || async {
         gateway.view().await.keys().cloned().collect::<Vec<_>>() == vec!["instance-5"]
     })
@@ -67,6 +70,28 @@ async fn an_api_server_replaced_by_one_with_another_history_is_listed_again() {
     .expect("the old cluster's instances are gone and the new one's are shown");
     println!("converged {took:?} after the new API server came up");
     assert_eq!(gateway.view().await, new.truth(SVC));
+
+    // The subscriber never sees ids of the new history follow those of the old one
+    // without a reset in between.
+    new.put(&slice("emu-new", vec![pod(5, true)]));
+    let mut seen = Vec::new();
+    loop {
+        let e = events.next().await;
+        seen.push((e.event.clone(), e.id.clone()));
+        if e.event == "reset" {
+            let data: Value = serde_json::from_str(&e.data).unwrap();
+            assert_eq!(data["reason"], "api_history_changed", "{seen:?}");
+        }
+        let rv = e.id.split('.').next().unwrap().parse::<u64>().ok();
+        if rv.is_some_and(|rv| rv < 10) {
+            break;
+        }
+    }
+    let reset_at = seen.iter().position(|(kind, _)| kind == "reset");
+    assert!(
+        reset_at.is_some(),
+        "a reset before the new history's events: {seen:?}"
+    );
     let (code, body) = readyz(&gateway).await;
     assert_eq!((code, &body["synced"]), (200, &json!(true)));
 }

@@ -95,6 +95,8 @@ pub struct Frame {
     pub json: Arc<str>,
     /// When it was published, for the published → socket latency.
     pub published_at: std::time::Instant,
+    /// The API history it belongs to (see [`Hub::observe_resource_version`]).
+    pub epoch: u64,
 }
 
 /// The JSON of one delta event.
@@ -176,6 +178,11 @@ struct State {
     ready: bool,
     synced: bool,
     confirmed_at: DateTime<Utc>,
+    /// Counts the API histories seen: a resourceVersion lower than one already
+    /// published means the API server behind the address has another history.
+    epoch: u64,
+    /// The highest resourceVersion published in this epoch.
+    last_resource_version: Option<u64>,
 }
 
 /// How a subscription starts.
@@ -195,6 +202,18 @@ pub struct Subscription {
     pub live: broadcast::Receiver<Arc<Frame>>,
     /// Live frames with a seq at or below this are already covered by `start`.
     pub after_seq: u64,
+    /// The API history `start` belongs to: a live frame of another one means the
+    /// subscriber must be reset.
+    pub epoch: u64,
+}
+
+/// A fresh snapshot for a subscriber that must start over, with its position.
+#[derive(Debug)]
+pub struct Resync {
+    pub snapshot: Snapshot,
+    pub id: String,
+    pub seq: u64,
+    pub epoch: u64,
 }
 
 /// The published view, shared by the watcher (one writer) and the HTTP routes.
@@ -229,6 +248,8 @@ impl Hub {
                 ready: false,
                 synced: false,
                 confirmed_at: now,
+                epoch: 0,
+                last_resource_version: None,
             }),
             sender,
         }
@@ -301,6 +322,7 @@ impl Hub {
                 instance: delta.instance.clone(),
                 json: json.into(),
                 published_at: std::time::Instant::now(),
+                epoch: state.epoch,
             });
             state.positions.insert(id.clone(), state.seq);
             state.current_id = id;
@@ -324,6 +346,29 @@ impl Hub {
         state.ready = true;
         set_synced(&mut state, true);
         state.confirmed_at = now;
+    }
+
+    /// Records the resourceVersion of a watch event about to be published. One lower
+    /// than a version already published cannot come from the same API history (an API
+    /// server restored from a backup, or another cluster behind the same address): the
+    /// ids published so far may mean something else there, so none of them is resumable
+    /// any more and every subscriber is reset before the first event of the new history.
+    /// Returns whether that happened.
+    pub fn observe_resource_version(&self, resource_version: u64) -> bool {
+        let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *guard;
+        let changed = state
+            .last_resource_version
+            .is_some_and(|last| resource_version < last);
+        if changed {
+            state.epoch += 1;
+            state.history.clear();
+            state.positions.clear();
+            state.positions.insert(state.current_id.clone(), state.seq);
+            record_gauges(state);
+        }
+        state.last_resource_version = Some(resource_version);
+        changed
     }
 
     /// Records that the view was just confirmed against the API (a list completed, or a
@@ -373,18 +418,15 @@ impl Hub {
         self.build_snapshot(&self.read(), filter, now)
     }
 
-    /// A snapshot with the id and seq of the position it shows, taken atomically.
-    pub fn snapshot_with_position(
-        &self,
-        filter: &Filter,
-        now: DateTime<Utc>,
-    ) -> (Snapshot, String, u64) {
+    /// A snapshot with the position it shows (id, seq, epoch), taken atomically.
+    pub fn resync(&self, filter: &Filter, now: DateTime<Utc>) -> Resync {
         let state = self.read();
-        (
-            self.build_snapshot(&state, filter, now),
-            state.current_id.clone(),
-            state.seq,
-        )
+        Resync {
+            snapshot: self.build_snapshot(&state, filter, now),
+            id: state.current_id.clone(),
+            seq: state.seq,
+            epoch: state.epoch,
+        }
     }
 
     /// `lastUpdate` is `now` while the watch is healthy (a push-fed view is current),
@@ -468,6 +510,7 @@ impl Hub {
             start,
             live,
             after_seq,
+            epoch: state.epoch,
         }
     }
 }

@@ -319,3 +319,36 @@ fn a_position_whose_following_frames_were_pruned_gets_a_reset() {
         Start::Reset { .. }
     ));
 }
+
+#[test]
+fn a_resource_version_going_back_starts_a_new_epoch_that_no_old_id_resumes_into() {
+    let mut f = Fixture::new(HubLimits::default());
+    assert!(!f.hub.observe_resource_version(101));
+    f.set(&[(0, true)]);
+    assert!(!f.hub.observe_resource_version(102));
+    f.set(&[(0, true), (1, true)]);
+    let old_id = "101.1";
+    let before = f.hub.subscribe(&Filter::default(), Some(old_id), t(5));
+    assert!(matches!(before.start, Start::Resume { .. }));
+    assert_eq!(before.epoch, 0);
+    let mut live = before.live;
+
+    assert!(
+        f.hub.observe_resource_version(3),
+        "3 after 102: another history"
+    );
+    f.rv = 2;
+    f.set(&[(1, true)]);
+    let frame = live.try_recv().unwrap();
+    assert_eq!(
+        frame.epoch, 1,
+        "live frames say which history they belong to"
+    );
+    let after = f.hub.subscribe(&Filter::default(), Some(old_id), t(6));
+    assert!(
+        matches!(after.start, Start::Reset { .. }),
+        "an id of the old history is not resumable"
+    );
+    assert_eq!(after.epoch, 1);
+    assert!(!f.hub.observe_resource_version(4));
+}
