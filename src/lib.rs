@@ -26,6 +26,7 @@ use loco_discovery_core::metadata::MetadataMap;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Runs the gateway: the watch and the HTTP server on `listener`, until `shutdown` is
 /// cancelled. Tests bind `127.0.0.1:0` and own the token.
@@ -95,15 +96,19 @@ pub async fn run_gateway(
         ));
     }
     drop(inputs);
-    let watch = tokio::spawn(watch::run_discovery(
-        source,
-        target,
-        config.index.clone(),
-        config.watch_backoff,
-        hub.clone(),
-        input_rx,
-        shutdown.clone().cancelled_owned(),
-    ));
+    // The caller's span (a replica's name in tests) follows the watch into its task.
+    let watch = tokio::spawn(
+        watch::run_discovery(
+            source,
+            target,
+            config.index.clone(),
+            config.watch_backoff,
+            hub.clone(),
+            input_rx,
+            shutdown.clone().cancelled_owned(),
+        )
+        .in_current_span(),
+    );
     let stream = StreamConfig {
         shutdown: shutdown.clone(),
         ..config.stream.clone()

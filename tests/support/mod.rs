@@ -67,6 +67,14 @@ impl SimCluster {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Kills the server like `kill -9`: every connection is dropped at once, open watch
+    /// responses end mid-stream, and the address is free again.
+    pub async fn kill(mut self) {
+        let task = self.task.take().expect("stopped once");
+        task.abort();
+        let _ = task.await;
+    }
+
     /// Shuts the server down and requires `serve` to return cleanly within 10 s (open
     /// watches must end).
     pub async fn stop(mut self) {

@@ -362,9 +362,10 @@ impl Hub {
             .is_some_and(|last| resource_version < last);
         if changed {
             state.epoch += 1;
+            // Not even the current position stays resumable: a client that resumed
+            // from it would see the new history's ids follow the old one's.
             state.history.clear();
             state.positions.clear();
-            state.positions.insert(state.current_id.clone(), state.seq);
             record_gauges(state);
         }
         state.last_resource_version = Some(resource_version);
