@@ -94,6 +94,18 @@ impl EmulatorCluster {
         }
     }
 
+    /// The StatefulSet already up: every replica created in ordinal order and ready, as
+    /// after its ordered start-up has run its course. The story goes on from there.
+    pub fn already_up(config: ScenarioConfig, now: DateTime<Utc>) -> Self {
+        let mut cluster = Self::new(config);
+        for ordinal in 0..cluster.desired {
+            let mut pod = cluster.new_pod(now);
+            pod.phase = Phase::Ready;
+            cluster.pods.insert(ordinal, pod);
+        }
+        cluster
+    }
+
     pub fn config(&self) -> &ScenarioConfig {
         &self.config
     }
@@ -408,10 +420,35 @@ fn write_if_changed(
     }
 }
 
-/// Runs the scenario against `store` at the configured pace until `cancel` fires.
+/// Runs the scenario against `store` at the configured pace until `cancel` fires, from an
+/// empty StatefulSet (pods boot one by one).
 pub async fn run_scenario(store: Store, config: ScenarioConfig, cancel: CancellationToken) {
-    let mut cluster = EmulatorCluster::new(config.clone());
-    let mut ticker = tokio::time::interval(config.pace);
+    let ticker = tokio::time::interval(config.pace);
+    play(store, EmulatorCluster::new(config), ticker, cancel).await
+}
+
+/// Runs the scenario with the StatefulSet [already up](EmulatorCluster::already_up): every
+/// pod is written ready at once, and the story starts one pace later.
+pub async fn run_scenario_already_up(
+    store: Store,
+    config: ScenarioConfig,
+    cancel: CancellationToken,
+) {
+    let cluster = EmulatorCluster::already_up(config.clone(), Utc::now());
+    if let Err(error) = sync_into_store(&store, &cluster) {
+        warn!(%error, "scenario could not write to the simulated API");
+    }
+    let start = tokio::time::Instant::now() + config.pace;
+    let ticker = tokio::time::interval_at(start, config.pace);
+    play(store, cluster, ticker, cancel).await
+}
+
+async fn play(
+    store: Store,
+    mut cluster: EmulatorCluster,
+    mut ticker: tokio::time::Interval,
+    cancel: CancellationToken,
+) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -505,6 +542,21 @@ mod tests {
         assert!(terminating, "no termination");
         assert!(fewer, "no scale down");
         assert!(replaced, "no pod replaced");
+    }
+
+    #[test]
+    fn a_statefulset_already_up_has_every_replica_ready_then_goes_on_with_the_story() {
+        let mut cluster = EmulatorCluster::already_up(config(9, 11), t(0));
+        let states = cluster.pod_states();
+        let expected: Vec<String> = (0..9).map(|n| format!("loco-loco-emulator-{n}")).collect();
+        assert_eq!(states.keys().cloned().collect::<Vec<_>>(), expected);
+        assert!(states.values().all(|flags| *flags == (true, false)));
+        assert_eq!(cluster.slices()[0].endpoints.len(), 9);
+        let mut changed = false;
+        for s in 1..200 {
+            changed |= cluster.step(t(s));
+        }
+        assert!(changed, "the story goes on");
     }
 
     #[test]
