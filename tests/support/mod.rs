@@ -2,6 +2,7 @@
 //! WebSocket clients, and an independent reading of the simulated cluster's truth.
 #![allow(dead_code)]
 
+pub mod kubectl;
 pub mod process;
 
 use eventsource_stream::{Event, Eventsource};
