@@ -185,34 +185,20 @@ async fn exercise(minor: &str) {
 
     // patch --type=merge
     let patch = r#"{"endpoints":[{"addresses":["10.0.0.1"],"conditions":{"ready":false,"serving":false,"terminating":false}}]}"#;
-    let out = env
-        .ok(&["patch", "endpointslice", name, "--type=merge", "-p", patch])
-        .await;
-    assert!(out.contains("patched"), "{out}");
-    let stored = env
-        .sim
-        .store
-        .get(ResourceKind::EndpointSlice, NS, name)
-        .unwrap();
+    env.says(
+        &["patch", "endpointslice", name, "--type=merge", "-p", patch],
+        "patched",
+    )
+    .await;
+    let stored = env.stored(ResourceKind::EndpointSlice, name).unwrap();
     assert_eq!(stored["endpoints"][0]["conditions"]["serving"], false);
     assert_eq!(stored["metadata"]["generation"], 2);
 
     // strategic merge (patch without --type)
-    let out = env
-        .ok(&[
-            "patch",
-            "endpointslice",
-            name,
-            "-p",
-            r#"{"metadata":{"labels":{"a":"b"}}}"#,
-        ])
+    let labels = r#"{"metadata":{"labels":{"a":"b"}}}"#;
+    env.says(&["patch", "endpointslice", name, "-p", labels], "patched")
         .await;
-    assert!(out.contains("patched"), "{out}");
-    let stored = env
-        .sim
-        .store
-        .get(ResourceKind::EndpointSlice, NS, name)
-        .unwrap();
+    let stored = env.stored(ResourceKind::EndpointSlice, name).unwrap();
     assert_eq!(stored["metadata"]["labels"]["a"], "b");
     assert_eq!(stored["endpoints"][0]["conditions"]["serving"], false);
 
@@ -220,11 +206,7 @@ async fn exercise(minor: &str) {
     let file2 = env.write("slice2.yaml", &slice_doc(name, "10.0.0.2"));
     let out = env.ok(&["replace", "-f", &file2, "--validate=false"]).await;
     assert!(out.contains("replaced"), "{out}");
-    let stored = env
-        .sim
-        .store
-        .get(ResourceKind::EndpointSlice, NS, name)
-        .unwrap();
+    let stored = env.stored(ResourceKind::EndpointSlice, name).unwrap();
     assert_eq!(stored["endpoints"][0]["addresses"][0], "10.0.0.2");
 
     // get -w: the initial row, then a row for a write; the child is ended by its own PID.
