@@ -2,13 +2,13 @@
 // `demo`, and `sim` + `serve` written to over the simulated Kubernetes API.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, startDemo, startGateway, startSim, freePort, eventually, sleep } from '../lib/processes.mjs';
-import { SERVICE, endpoint, slice, createSlice, patchEndpoints, deleteSlice, live } from '../lib/sim.mjs';
+import { repoRoot, startDemo, startGateway, startSimAndGateway, freePort, eventually, sleep } from '../lib/processes.mjs';
+import { SERVICE, endpoint, nineEndpoints, slice, createSlice, patchEndpoints, deleteSlice, live } from '../lib/sim.mjs';
 import { launchBrowser, openPage, cardsOnPage, sameView, connectionState } from '../lib/browser.mjs';
+import { streamBlockingProxy } from '../lib/proxy.mjs';
 
 const outputDir = path.resolve(repoRoot, process.env.CI_OUTPUT_DIR || 'target/ci-output');
 const TEST_TIMEOUT = 60000;
@@ -35,17 +35,8 @@ after(async () => {
 });
 
 /** Starts a sim and a gateway following it; `t.after` stops both by PID. */
-async function simAndGateway(t, { services, listen } = {}) {
-  const dir = mkdtempSync(path.join(workDir, 'sim-'));
-  const sim = await startSim(dir);
-  t.after(() => sim.stop());
-  const gateway = await startGateway(sim.kubeconfig, { services, listen });
-  t.after(() => gateway.stop());
-  return { sim, gateway, dir };
-}
-
-function nineEndpoints(overrides = {}) {
-  return Array.from({ length: 9 }, (_, n) => endpoint(n, overrides[n] ?? {}));
+function simAndGateway(t, options = {}) {
+  return startSimAndGateway(t, workDir, options);
 }
 
 async function expectCardsMatchLive(page, gatewayUrl, what, timeoutMs = 5000) {
@@ -188,47 +179,6 @@ test('a gateway restart shows reconnecting, then converges to the right state', 
   assert.equal(emptySlot, 'Empty slot', 'slot 8 stays on the grid, empty');
   assert.deepEqual(errors, []);
 });
-
-/** A pass-through HTTP proxy in front of the gateway that can refuse the event stream. */
-async function streamBlockingProxy(t, target) {
-  const state = { blockStream: false, streams: new Set() };
-  const server = http.createServer((req, res) => {
-    if (state.blockStream && req.url.includes('/instances/stream')) {
-      res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5' });
-      res.end('{"error":"stream blocked by the test proxy","code":503}');
-      return;
-    }
-    const upstream = http.request(target + req.url, { method: req.method, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode, up.headers);
-      up.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
-    if (req.url.includes('/instances/stream')) {
-      state.streams.add(res);
-      res.on('close', () => {
-        state.streams.delete(res);
-        upstream.destroy();
-      });
-    }
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise((resolve) => {
-    for (const res of state.streams) res.destroy();
-    server.closeAllConnections?.();
-    server.close(resolve);
-  }));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    blockStream() {
-      state.blockStream = true;
-      for (const res of state.streams) res.destroy();
-    },
-    unblockStream() {
-      state.blockStream = false;
-    },
-  };
-}
 
 test('with the stream refused, the page falls back to polling the snapshot', { timeout: TEST_TIMEOUT }, async (t) => {
   const { sim, gateway } = await simAndGateway(t);
