@@ -22,6 +22,10 @@ use tracing::{debug, warn};
 /// The most endpoints the controller packs into one slice by default.
 const ENDPOINTS_PER_SLICE: usize = 100;
 
+/// Steps a StatefulSet [already up](EmulatorCluster::already_up) stays steady before the
+/// story starts.
+pub const QUIET_STEPS: u32 = 10;
+
 /// What the scenario simulates.
 #[derive(Clone, Debug)]
 pub struct ScenarioConfig {
@@ -74,6 +78,9 @@ pub struct EmulatorCluster {
     next_ip: u32,
     /// Random suffix of the slice names, like the controller's `generateName`.
     slice_suffix: String,
+    /// Steps left before anything happens to the pods (a StatefulSet already up stays
+    /// steady for a moment).
+    quiet_steps: u32,
 }
 
 impl EmulatorCluster {
@@ -91,13 +98,16 @@ impl EmulatorCluster {
             revision: 1,
             next_ip: 0,
             slice_suffix,
+            quiet_steps: 0,
         }
     }
 
     /// The StatefulSet already up: every replica created in ordinal order and ready, as
-    /// after its ordered start-up has run its course. The story goes on from there.
+    /// after its ordered start-up has run its course. It stays so for the first
+    /// [`QUIET_STEPS`] steps, then the story goes on.
     pub fn already_up(config: ScenarioConfig, now: DateTime<Utc>) -> Self {
         let mut cluster = Self::new(config);
+        cluster.quiet_steps = QUIET_STEPS;
         for ordinal in 0..cluster.desired {
             let mut pod = cluster.new_pod(now);
             pod.phase = Phase::Ready;
@@ -169,6 +179,10 @@ impl EmulatorCluster {
 
     /// Now and then: a readiness failure, a scale change or a rolling update.
     fn random_event(&mut self, now: DateTime<Utc>) -> bool {
+        if self.quiet_steps > 0 {
+            self.quiet_steps -= 1;
+            return false;
+        }
         let roll: f64 = self.rng.random();
         let ready: Vec<u32> = self
             .pods
@@ -552,8 +566,11 @@ mod tests {
         assert_eq!(states.keys().cloned().collect::<Vec<_>>(), expected);
         assert!(states.values().all(|flags| *flags == (true, false)));
         assert_eq!(cluster.slices()[0].endpoints.len(), 9);
+        for s in 1..=i64::from(QUIET_STEPS) {
+            assert!(!cluster.step(t(s)), "steady for the first steps");
+        }
         let mut changed = false;
-        for s in 1..200 {
+        for s in 100..300 {
             changed |= cluster.step(t(s));
         }
         assert!(changed, "the story goes on");
