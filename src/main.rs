@@ -10,7 +10,7 @@ use loco_discovery::config::{
     Cli, Command, DemoArgs, DiscoveryMode, ScenarioArgs, ScenarioName, ServeArgs, SimArgs,
 };
 use loco_discovery::GatewayConfig;
-use loco_discovery_sim::scenario::{run_scenario, ScenarioConfig};
+use loco_discovery_sim::scenario::{run_scenario, run_scenario_already_up, ScenarioConfig};
 use loco_discovery_sim::{write_kubeconfig, Sim, SimOptions};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -241,7 +241,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     };
     let mut config = GatewayConfig::new("loco", vec!["loco-loco-emulator".into()]);
     args.stream.apply(&mut config);
-    tokio::spawn(run_scenario(
+    tokio::spawn(run_scenario_already_up(
         sim.store.clone(),
         scenario_config(&config.namespace, &config.services[0], &args.scenario_args),
         shutdown.clone(),

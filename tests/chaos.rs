@@ -310,7 +310,7 @@ fn counts(instances: &BTreeMap<String, Value>) -> Value {
     let mut c = BTreeMap::from([("total", 0), ("ready", 0), ("degraded", 0), ("notReady", 0)]);
     for i in instances.values() {
         *c.get_mut("total").unwrap() += 1;
-        let key = match i["status"].as_str() {
+        let key = match i["state"].as_str() {
             Some("ready") => "ready",
             Some("degraded") => "degraded",
             _ => "notReady",
@@ -488,7 +488,7 @@ fn comparable(instance: &Value) -> Value {
     i
 }
 
-/// The API's truth as a gateway must show it: id → (status, ip, name), read from the
+/// The API's truth as a gateway must show it: id → (state, ip, name), read from the
 /// stored objects, with the probe outcomes and the metadata file applied.
 fn truth(
     cluster: &SimCluster,
@@ -536,7 +536,7 @@ fn shown(live: &Value) -> BTreeMap<String, (String, String, String)> {
             let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
             (
                 s(&i["id"]),
-                (s(&i["status"]), s(&i["addresses"]["podIP"]), s(&i["name"])),
+                (s(&i["state"]), s(&i["addresses"]["podIP"]), s(&i["name"])),
             )
         })
         .collect()
@@ -741,10 +741,10 @@ impl Chaos {
             7 | 8 => {
                 let rng = &mut self.rng;
                 self.names = (0..ORDINALS)
-                    .filter_map(|n| {
-                        rng.random_bool(0.3)
-                            .then(|| (n, format!("Station {n}-{}", rng.random_range(0..100))))
-                    })
+                    .filter(|_| rng.random_bool(0.3))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .map(|n| (n, format!("Station {n}-{}", rng.random_range(0..100))))
                     .collect();
                 let text: String = self
                     .names

@@ -2,6 +2,7 @@
 //! WebSocket clients, and an independent reading of the simulated cluster's truth.
 #![allow(dead_code)]
 
+pub mod kubectl;
 pub mod process;
 
 use eventsource_stream::{Event, Eventsource};
@@ -123,7 +124,7 @@ impl SimCluster {
     }
 
     /// The instances the cluster holds now, read straight from the stored JSON (not
-    /// through the gateway's index): id → (status, podIP).
+    /// through the gateway's index): id → (state, podIP).
     pub fn truth(&self, service: &str) -> BTreeMap<String, (String, String)> {
         let (slices, _) = self.store().list(ResourceKind::EndpointSlice, Some(NS));
         let mut truth = BTreeMap::new();
@@ -211,7 +212,7 @@ impl Gateway {
             .unwrap()
     }
 
-    /// The gateway's view as id → (status, podIP).
+    /// The gateway's view as id → (state, podIP).
     pub async fn view(&self) -> BTreeMap<String, (String, String)> {
         view_of(&self.live("").await["instances"])
     }
@@ -225,6 +226,21 @@ impl Gateway {
     }
 }
 
+/// A gateway with no cluster (the static mode): its URL and the token that stops it.
+pub async fn start_without_cluster(config: GatewayConfig) -> (String, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(loco_discovery::run_gateway(
+        config,
+        None,
+        listener,
+        None,
+        stop.clone(),
+    ));
+    (url, stop)
+}
+
 pub fn view_of(instances: &Value) -> BTreeMap<String, (String, String)> {
     instances
         .as_array()
@@ -234,7 +250,7 @@ pub fn view_of(instances: &Value) -> BTreeMap<String, (String, String)> {
             (
                 i["id"].as_str().unwrap().to_owned(),
                 (
-                    i["status"].as_str().unwrap().to_owned(),
+                    i["state"].as_str().unwrap().to_owned(),
                     i["addresses"]["podIP"].as_str().unwrap().to_owned(),
                 ),
             )
@@ -347,7 +363,7 @@ impl Rebuilt {
         }
     }
 
-    /// id → (status, podIP), comparable with [`Gateway::view`].
+    /// id → (state, podIP), comparable with [`Gateway::view`].
     pub fn view(&self) -> BTreeMap<String, (String, String)> {
         view_of(&Value::Array(self.instances.values().cloned().collect()))
     }

@@ -185,6 +185,17 @@ struct State {
     last_resource_version: Option<u64>,
 }
 
+/// Whether the served view is confirmed against its source, and since when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncState {
+    /// The first complete list is in.
+    pub ready: bool,
+    /// The source is healthy: the view is current, not only the last one confirmed.
+    pub synced: bool,
+    /// The last time the source confirmed the view (a list, a watch event).
+    pub confirmed_at: DateTime<Utc>,
+}
+
 /// How a subscription starts.
 #[derive(Debug)]
 pub enum Start {
@@ -398,6 +409,16 @@ impl Hub {
 
     pub fn is_ready(&self) -> bool {
         self.read().ready
+    }
+
+    /// Whether the view is confirmed against the source, and since when.
+    pub fn sync_state(&self) -> SyncState {
+        let state = self.read();
+        SyncState {
+            ready: state.ready,
+            synced: state.synced,
+            confirmed_at: state.confirmed_at,
+        }
     }
 
     /// Number of deltas published so far.

@@ -1,9 +1,12 @@
 //! The HTTP side: routes of the Kubernetes URL scheme, list/get/watch/create/update/patch/delete handlers, fault
 //! gates and the admin routes. Built on hyper directly for exact control of chunked watch streams.
 
+use super::clock;
 use super::discovery;
 use super::faults::{self, Faults};
+use super::managed_fields;
 use super::media::{negotiate, Representation};
+use super::openapi::Schema;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{self, Details};
 use super::store::{ListFrom, Preconditions, ResourceKind, Store, StoreError, WatchFrom};
@@ -66,6 +69,10 @@ enum Route {
         name: String,
         watch: bool,
     },
+    /// `/openapi/v3` (`None`) or one group version's document under it.
+    OpenApi(Option<String>),
+    /// `/openapi/v2`.
+    OpenApiV2,
     Admin(String),
     NotFound,
 }
@@ -115,6 +122,9 @@ fn route(path: &str) -> Route {
         ["apis", "discovery.k8s.io", "v1", rest @ ..] => {
             resource_route(ResourceKind::EndpointSlice, rest)
         }
+        ["openapi", "v2"] => Route::OpenApiV2,
+        ["openapi", "v3"] => Route::OpenApi(None),
+        ["openapi", "v3", rest @ ..] => Route::OpenApi(Some(rest.join("/"))),
         ["sim", "faults"] => Route::Admin(String::new()),
         ["sim", "faults", action] => Route::Admin(action.to_string()),
         _ => Route::NotFound,
@@ -546,6 +556,28 @@ impl ApiServer {
                 self.deprecation_warning(kind, &mut resp);
                 resp
             }
+            Route::OpenApi(None) => get_only(super::openapi::root()),
+            Route::OpenApiV2 if method == Method::GET => {
+                let protobuf = req
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains("protobuf"));
+                let mut resp = Response::new(full(super::openapi::v2(protobuf)));
+                let media = if protobuf {
+                    super::openapi::V2_PROTOBUF
+                } else {
+                    "application/json"
+                };
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+                resp
+            }
+            Route::OpenApiV2 => status_response(status::method_not_allowed()),
+            Route::OpenApi(Some(path)) => match super::openapi::group_version(&path) {
+                Some(doc) => get_only(doc),
+                None => status_response(status::path_not_found()),
+            },
             Route::Admin(_) | Route::NotFound => status_response(status::path_not_found()),
         }
     }
@@ -857,10 +889,13 @@ impl ApiServer {
         q: &Query,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let (dry, obj) = match read_object(q, req).await {
+        let manager = field_manager(q, &req);
+        let (dry, mut obj) = match read_object(q, req).await {
             Ok(read) => read,
             Err(response) => return response,
         };
+        let now = clock::rfc3339_seconds(chrono::Utc::now());
+        managed_fields::record_update(kind, None, &mut obj, &manager, &now);
         match self.store.create_with(kind, ns, obj, dry) {
             Ok(o) => json_response(201, &o),
             Err(e) => error_response(&e),
@@ -875,11 +910,17 @@ impl ApiServer {
         q: &Query,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let (dry, obj) = match read_object(q, req).await {
+        let manager = field_manager(q, &req);
+        let (dry, mut obj) = match read_object(q, req).await {
             Ok(read) => read,
             Err(response) => return response,
         };
-        match self.store.upsert_with(kind, ns, name, dry, |_| Ok(obj)) {
+        let now = clock::rfc3339_seconds(chrono::Utc::now());
+        let result = self.store.upsert_with(kind, ns, name, dry, |cur| {
+            managed_fields::record_update(kind, cur, &mut obj, &manager, &now);
+            Ok(obj)
+        });
+        match result {
             Ok((o, created)) => json_response(if created { 201 } else { 200 }, &o),
             Err(e) => error_response(&e),
         }
@@ -897,16 +938,21 @@ impl ApiServer {
             Ok(d) => d,
             Err(r) => return status_response(r),
         };
-        let ct = content_type(&req);
-        let merge = match ct.as_str() {
-            "application/merge-patch+json" => true,
-            "application/json-patch+json" => false,
-            _ => {
-                return unsupported_media_type(
-                    "application/json-patch+json, application/merge-patch+json",
-                )
-            }
+        let force = match q.get_bool("force") {
+            Ok(f) => f,
+            Err(e) => return bad_request(e),
         };
+        let ct = content_type(&req);
+        let Some(patch_type) = PatchType::of(&ct) else {
+            return unsupported_media_type(PatchType::ACCEPTED);
+        };
+        if force.is_some() && patch_type != PatchType::Apply {
+            return bad_request(format!(
+                "force: Invalid value: {}: may not be specified for non-apply patch",
+                force.unwrap_or_default()
+            ));
+        }
+        let manager = field_manager(q, &req);
         let bytes = match read_body(req.into_body()).await {
             Ok(b) => b,
             Err(r) => return status_response(r),
@@ -915,28 +961,108 @@ impl ApiServer {
             Ok(v) => v,
             Err(r) => return status_response(r),
         };
-        let result = if merge {
-            if !patch.is_object() {
-                return bad_request("the body of a merge patch must be a JSON object");
-            }
-            self.store.patch_with(kind, ns, name, dry, |cur| {
-                let mut next = cur.clone();
-                super::merge_patch::merge_patch(&mut next, &patch);
-                Ok(next)
-            })
-        } else {
-            self.store.patch_with(kind, ns, name, dry, |cur| {
-                super::merge_patch::json_patch(cur, &patch).map_err(|e| {
+        if patch_type == PatchType::Apply {
+            let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
+                return status_response(status::failure(
+                    422,
+                    "Invalid",
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                    None,
+                ));
+            };
+            let who = super::apply::Applier {
+                manager,
+                force: force.unwrap_or(false),
+                now: &clock::rfc3339_seconds(chrono::Utc::now()),
+            };
+            return self.server_side_apply(kind, ns, name, &patch, &who, dry);
+        }
+        if patch_type == PatchType::Merge && !patch.is_object() {
+            return bad_request("the body of a merge patch must be a JSON object");
+        }
+        let now = clock::rfc3339_seconds(chrono::Utc::now());
+        let result = self.store.patch_with(kind, ns, name, dry, |cur| {
+            let mut next = match patch_type {
+                PatchType::Merge => {
+                    let mut next = cur.clone();
+                    super::merge_patch::merge_patch(&mut next, &patch);
+                    next
+                }
+                PatchType::Json => super::merge_patch::json_patch(cur, &patch).map_err(|e| {
                     StoreError::BadRequest(format!(
                         "the server rejected our request due to an error in our request: {e}"
                     ))
-                })
-            })
-        };
+                })?,
+                PatchType::Strategic | PatchType::Apply => {
+                    super::strategic_merge::apply(cur, &patch, Schema::of(kind)).map_err(|e| {
+                        StoreError::BadRequest(format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ))
+                    })?
+                }
+            };
+            managed_fields::record_update(kind, Some(cur), &mut next, &manager, &now);
+            Ok(next)
+        });
         match result {
             Ok(o) => json_response(200, &o),
             Err(e) => error_response(&e),
         }
+    }
+
+    /// Server-side apply: create-or-update under optimistic concurrency (the merged object
+    /// carries the live resourceVersion, so a write in between is retried, not lost).
+    fn server_side_apply(
+        &self,
+        kind: ResourceKind,
+        ns: &str,
+        name: &str,
+        config: &Value,
+        who: &super::apply::Applier<'_>,
+        dry: bool,
+    ) -> Response<Body> {
+        if !config.is_object() {
+            return bad_request("the body of an apply patch must be an object");
+        }
+        if let Some(given) = config.pointer("/metadata/name").and_then(Value::as_str) {
+            if given != name {
+                return bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                ));
+            }
+        }
+        for _ in 0..5 {
+            let live = self.store.get(kind, ns, name);
+            let mut next = match super::apply::apply(kind, live.as_ref(), config, who) {
+                Ok(next) => next,
+                Err(conflict) => return status_response(conflict),
+            };
+            let result = match live {
+                None => {
+                    if let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.insert("name".into(), json!(name));
+                    }
+                    self.store
+                        .create_with(kind, ns, next, dry)
+                        .map(|o| (o, 201))
+                }
+                Some(_) => self
+                    .store
+                    .patch_with(kind, ns, name, dry, |_| Ok(next))
+                    .map(|o| (o, 200)),
+            };
+            match result {
+                Ok((object, code)) => return json_response(code, &object),
+                Err(StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }) => continue,
+                Err(StoreError::Conflict { .. })
+                    if config.pointer("/metadata/resourceVersion").is_none() =>
+                {
+                    continue
+                }
+                Err(e) => return error_response(&e),
+            }
+        }
+        error_response(&StoreError::conflict(kind, name))
     }
 
     async fn delete(
@@ -1040,6 +1166,44 @@ impl ApiServer {
     }
 }
 
+/// The patch formats served, by content type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+impl PatchType {
+    const ACCEPTED: &'static str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
+
+    fn of(content_type: &str) -> Option<PatchType> {
+        match content_type {
+            "application/json-patch+json" => Some(PatchType::Json),
+            "application/merge-patch+json" => Some(PatchType::Merge),
+            "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
+            "application/apply-patch+yaml" => Some(PatchType::Apply),
+            _ => None,
+        }
+    }
+}
+
+/// The field manager of a write: `fieldManager`, else the client's name from its
+/// User-Agent (as the API server does), else `unknown`.
+fn field_manager(q: &Query, req: &Request<Incoming>) -> String {
+    if let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        return manager.to_owned();
+    }
+    req.headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|name| !name.is_empty())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
 fn unsupported_media_type(accepted: &str) -> Response<Body> {
     status_response(status::failure(
         415,
@@ -1111,7 +1275,12 @@ mod tests {
             route("/apis/discovery.k8s.io/v1/namespaces/loco/endpoints"),
             Route::NotFound
         );
-        assert_eq!(route("/openapi/v3"), Route::NotFound);
+        assert_eq!(route("/openapi/v3"), Route::OpenApi(None));
+        assert_eq!(
+            route("/openapi/v3/apis/discovery.k8s.io/v1"),
+            Route::OpenApi(Some("apis/discovery.k8s.io/v1".into()))
+        );
+        assert_eq!(route("/openapi/v2"), Route::OpenApiV2);
         assert_eq!(route("/sim/faults/stall"), Route::Admin("stall".into()));
     }
 

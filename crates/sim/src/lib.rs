@@ -11,15 +11,19 @@
 //! Only HTTP/1.1 is served (kubectl and kube-rs use it for `http://` URLs).
 
 mod api;
+mod apply;
 mod clock;
 mod discovery;
 mod faults;
+mod managed_fields;
 mod media;
 mod merge_patch;
+mod openapi;
 pub mod scenario;
 mod selector;
 mod status;
 mod store;
+mod strategic_merge;
 mod table;
 mod watch;
 

@@ -352,3 +352,45 @@ fn a_resource_version_going_back_starts_a_new_epoch_that_no_old_id_resumes_into(
     assert_eq!(after.epoch, 1);
     assert!(!f.hub.observe_resource_version(4));
 }
+
+#[test]
+fn a_terminating_instance_says_degraded_to_the_cards_and_offline_as_its_state() {
+    let mut index = EndpointIndex::new(IndexConfig::default());
+    let endpoints = vec![
+        mk_endpoint("emu-0", "10.0.0.1", true, false),
+        mk_endpoint("emu-1", "10.0.0.2", false, false),
+        mk_endpoint("emu-2", "10.0.0.3", false, true),
+    ];
+    let out = index.apply(&mk_slice("loco", "s", "emu", endpoints), t(1));
+    let hub = Hub::new(info(), t(0));
+    hub.publish(&out.deltas, "5", t(2));
+    let json = serde_json::to_value(hub.snapshot(&Filter::default(), t(3))).unwrap();
+    let words: Vec<(String, String, String)> = json["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let word = |f: &str| i[f].as_str().unwrap().to_owned();
+            (
+                word("status"),
+                word("state"),
+                i["health"]["details"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("ready", "ready", "serving"),
+        ("booting", "booting", "not serving"),
+        ("degraded", "offline", "terminating"),
+    ];
+    assert_eq!(
+        words,
+        expected.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    );
+    assert_eq!(
+        json["stats"]["notReady"], 2,
+        "counted by state, not by the card word"
+    );
+    let back: Instance = serde_json::from_value(json["instances"][2].clone()).unwrap();
+    assert_eq!(back.status, Status::Offline);
+}
