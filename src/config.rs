@@ -4,6 +4,7 @@
 //! deployment already uses (`KUBERNETES_NAMESPACE`, `EMULATOR_SERVICE_NAME`,
 //! `DISCOVERY_MODE`) plus `LISTEN_ADDR`.
 
+use crate::consistency::ConsistencyCheck;
 use crate::http::stream::StreamConfig;
 use crate::probe::ProbeConfig;
 use crate::watch::WatchBackoff;
@@ -287,6 +288,8 @@ pub struct GatewayConfig {
     pub file_poll: Duration,
     /// The wait before listing again after a watch error.
     pub watch_backoff: WatchBackoff,
+    /// How often the watched view is compared with a fresh list of the API.
+    pub consistency: ConsistencyCheck,
 }
 
 impl GatewayConfig {
@@ -306,6 +309,7 @@ impl GatewayConfig {
             prefer_zone: None,
             file_poll: Duration::from_secs(1),
             watch_backoff: WatchBackoff::default(),
+            consistency: ConsistencyCheck::default(),
         }
     }
 }

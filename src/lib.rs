@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod config;
+pub mod consistency;
 pub mod files;
 pub mod http;
 pub mod metrics;
@@ -103,6 +104,7 @@ pub async fn run_gateway(
             target,
             config.index.clone(),
             config.watch_backoff,
+            config.consistency,
             hub.clone(),
             input_rx,
             shutdown.clone().cancelled_owned(),

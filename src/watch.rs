@@ -5,13 +5,14 @@
 //! Objects arrive as `DynamicObject` and are decoded one by one, so a single malformed
 //! object is skipped and counted instead of failing the whole list forever.
 
+use crate::consistency::{ConsistencyCheck, KnownObjects, ObjectStamp};
 use crate::metrics as m;
 use crate::sources::{merge_metadata, EndpointsAdapter, StaticInstances};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::watcher::{self, watcher, Event};
 use loco_discovery_core::hub::Hub;
 use loco_discovery_core::index::{
@@ -235,7 +236,11 @@ pub enum Input {
 /// One change from a source, in the index's terms.
 enum SourceEvent {
     Init,
-    Listed(Vec<EndpointSlice>),
+    /// One object of a list; `stamp` is `None` for an object the gateway does not want.
+    Listed {
+        slices: Vec<EndpointSlice>,
+        stamp: Option<ObjectStamp>,
+    },
     InitDone,
     Changed {
         apply: Vec<EndpointSlice>,
@@ -244,6 +249,9 @@ enum SourceEvent {
         change_time: Option<DateTime<Utc>>,
         service: String,
         received: Instant,
+        /// The object that changed, and whether it is gone.
+        stamp: ObjectStamp,
+        deleted: bool,
     },
     Failed(&'static str, String),
 }
@@ -258,15 +266,17 @@ fn slice_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
     let stream = watcher(api, config).map(move |event| match event {
         Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
         Ok(Event::Init) => SourceEvent::Init,
-        Ok(Event::InitApply(object)) => {
-            SourceEvent::Listed(decode(object, &target).into_iter().collect())
-        }
+        Ok(Event::InitApply(object)) => SourceEvent::Listed {
+            stamp: Some(ObjectStamp::of(&object.metadata)),
+            slices: decode(object, &target).into_iter().collect(),
+        },
         Ok(Event::InitDone) => SourceEvent::InitDone,
         Ok(Event::Apply(object)) => {
             let received = Instant::now();
             let service = service_of(&object);
             let change_time = observe_change(&object, &service, Utc::now());
             let origin = origin_of(&object);
+            let stamp = ObjectStamp::of(&object.metadata);
             let (apply, delete) = changed_slice(object, &target);
             SourceEvent::Changed {
                 apply,
@@ -275,12 +285,15 @@ fn slice_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
                 change_time,
                 service,
                 received,
+                stamp,
+                deleted: false,
             }
         }
         Ok(Event::Delete(object)) => {
             let received = Instant::now();
             let service = service_of(&object);
             let origin = origin_of(&object);
+            let stamp = ObjectStamp::of(&object.metadata);
             SourceEvent::Changed {
                 apply: Vec::new(),
                 delete: vec![deleted_slice(object, &target)],
@@ -288,6 +301,8 @@ fn slice_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
                 change_time: None,
                 service,
                 received,
+                stamp,
+                deleted: true,
             }
         }
     });
@@ -329,16 +344,20 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
             SourceEvent::Init
         }
         Ok(Event::InitApply(object)) => {
+            let stamp = wanted(&object).then(|| ObjectStamp::of(&object.metadata));
             let slices = (wanted(&object))
                 .then(|| decode_endpoints(object))
                 .flatten()
                 .map(|e| adapter.apply(&e).0)
                 .unwrap_or_default();
-            SourceEvent::Listed(slices)
+            SourceEvent::Listed { slices, stamp }
         }
         Ok(Event::InitDone) => SourceEvent::InitDone,
         Ok(Event::Apply(object)) | Ok(Event::Delete(object)) if !wanted(&object) => {
-            SourceEvent::Listed(Vec::new())
+            SourceEvent::Listed {
+                slices: Vec::new(),
+                stamp: None,
+            }
         }
         Ok(Event::Apply(object)) => {
             let received = Instant::now();
@@ -346,6 +365,7 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
             let change_time = observe_change(&object, &service, Utc::now());
             let origin = origin_of(&object);
             let metadata = object.metadata.clone();
+            let stamp = ObjectStamp::of(&metadata);
             // An Endpoints object that does not decode counts as absent, as in a list.
             let (apply, delete) = match decode_endpoints(object) {
                 Some(endpoints) => adapter.apply(&endpoints),
@@ -364,12 +384,15 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
                 change_time,
                 service,
                 received,
+                stamp,
+                deleted: false,
             }
         }
         Ok(Event::Delete(object)) => {
             let received = Instant::now();
             let service = object.metadata.name.clone().unwrap_or_default();
             let origin = origin_of(&object);
+            let stamp = ObjectStamp::of(&object.metadata);
             let gone = Endpoints {
                 metadata: object.metadata.clone(),
                 ..Endpoints::default()
@@ -382,6 +405,8 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
                 change_time: None,
                 service,
                 received,
+                stamp,
+                deleted: true,
             }
         }
     });
@@ -413,6 +438,43 @@ impl Source {
             } => endpoints_events(client.clone(), target),
             Source::Static => Box::pin(futures::stream::pending()),
         }
+    }
+
+    /// The watched objects as a fresh list sees them (metadata only), for the
+    /// consistency check; `None` for a source with nothing to check.
+    fn list_stamps(
+        &self,
+        target: &WatchTarget,
+    ) -> Option<futures::future::BoxFuture<'static, Result<Vec<ObjectStamp>, kube::Error>>> {
+        let Source::Kubernetes { client, kind } = self else {
+            return None;
+        };
+        let (resource, params) = match kind {
+            WatchKind::EndpointSlices => (
+                ApiResource::erase::<EndpointSlice>(&()),
+                ListParams::default().labels(&target.label_selector()),
+            ),
+            WatchKind::Endpoints => (ApiResource::erase::<Endpoints>(&()), ListParams::default()),
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &target.namespace, &resource);
+        let services = target.services.clone();
+        let kind = *kind;
+        Some(Box::pin(async move {
+            let list = api.list_metadata(&params).await?;
+            Ok(list
+                .items
+                .iter()
+                .filter(|o| {
+                    kind == WatchKind::EndpointSlices
+                        || o.metadata
+                            .name
+                            .as_ref()
+                            .is_some_and(|n| services.contains(n))
+                })
+                .map(|o| ObjectStamp::of(&o.metadata))
+                .collect())
+        }))
     }
 }
 
@@ -461,6 +523,8 @@ enum Wake {
     Input(Option<Input>),
     Restart,
     Event(Option<SourceEvent>),
+    CheckDue,
+    Checked(Result<Vec<ObjectStamp>, kube::Error>),
 }
 
 /// Runs discovery until `shutdown` resolves: the source's events and the `inputs` feed
@@ -475,6 +539,7 @@ pub async fn run_discovery(
     target: WatchTarget,
     index_config: IndexConfig,
     backoff: WatchBackoff,
+    consistency: ConsistencyCheck,
     hub: Arc<Hub>,
     mut inputs: tokio::sync::mpsc::Receiver<Input>,
     shutdown: impl Future<Output = ()>,
@@ -482,6 +547,9 @@ pub async fn run_discovery(
     let mut events: Option<SourceStream> = Some(source.events(&target));
     let mut restart_at: Option<tokio::time::Instant> = None;
     let mut delays = backoff.delays();
+    let mut known = KnownObjects::default();
+    let mut check_at = tokio::time::Instant::now() + consistency.interval;
+    let mut check: Option<futures::future::BoxFuture<'static, _>> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut index = EndpointIndex::new(index_config);
     let mut failing = false;
@@ -501,6 +569,8 @@ pub async fn run_discovery(
             _ = async { tokio::time::sleep_until(restart_at.unwrap_or_else(tokio::time::Instant::now)).await },
                 if restart_at.is_some() => Wake::Restart,
             event = async { events.as_mut().expect("guarded").next().await }, if events.is_some() => Wake::Event(event),
+            _ = tokio::time::sleep_until(check_at), if check.is_none() && events.is_some() => Wake::CheckDue,
+            listed = async { check.as_mut().expect("guarded").await }, if check.is_some() => Wake::Checked(listed),
         };
         let event = match wake {
             Wake::Shutdown => break,
@@ -559,6 +629,46 @@ pub async fn run_discovery(
                     Some(tokio::time::Instant::now() + delays.next().unwrap_or(backoff.max));
                 continue;
             }
+            Wake::CheckDue => {
+                check = source.list_stamps(&target);
+                check_at = tokio::time::Instant::now() + consistency.interval;
+                continue;
+            }
+            Wake::Checked(listed) => {
+                check = None;
+                let listed = match listed {
+                    Ok(listed) if !known.listing() && events.is_some() => listed,
+                    Ok(_) => continue,
+                    Err(error) => {
+                        debug!(%error, "consistency check: the list failed; the watch will tell");
+                        continue;
+                    }
+                };
+                match known.check(listed) {
+                    None if known.has_suspect() => {
+                        check_at = tokio::time::Instant::now() + consistency.recheck;
+                        continue;
+                    }
+                    None => continue,
+                    Some(differences) => {
+                        let sample: Vec<String> = differences
+                            .iter()
+                            .take(3)
+                            .map(|(watched, listed)| {
+                                format!("watched {watched:?}, listed {listed:?}")
+                            })
+                            .collect();
+                        SourceEvent::Failed(
+                            "inconsistent",
+                            format!(
+                                "{} objects differ from a fresh list (the API server's history is not the one the watch resumed in?), e.g. {}",
+                                differences.len(),
+                                sample.join("; ")
+                            ),
+                        )
+                    }
+                }
+            }
             Wake::Event(Some(event)) => event,
         };
         if let SourceEvent::Failed(reason, error) = &event {
@@ -569,6 +679,7 @@ pub async fn run_discovery(
             failing = true;
             hub.mark_unsynced();
             events = None;
+            check = None;
             restart_at = Some(tokio::time::Instant::now() + delay);
             continue;
         }
@@ -577,15 +688,21 @@ pub async fn run_discovery(
             SourceEvent::Init => {
                 info!(namespace = %target.namespace, "listing");
                 index.begin_relist();
+                known.begin_list();
             }
-            SourceEvent::Listed(slices) => {
+            SourceEvent::Listed { slices, stamp } => {
                 if index.relisting() {
                     for slice in slices {
                         index.relist_apply(slice);
                     }
                 }
+                if let Some(stamp) = stamp {
+                    known.listed(stamp);
+                }
             }
             SourceEvent::InitDone => {
+                known.finish_list();
+                check_at = tokio::time::Instant::now() + consistency.interval;
                 let outcome = index.finish_relist(Utc::now());
                 info!(namespace = %target.namespace, deltas = outcome.deltas.len(),
                       instances = index.instances().len(), "list complete");
@@ -611,7 +728,14 @@ pub async fn run_discovery(
                 change_time,
                 service,
                 received,
+                stamp,
+                deleted,
             } => {
+                if deleted {
+                    known.deleted(&stamp.name);
+                } else {
+                    known.applied(stamp);
+                }
                 let now = Utc::now();
                 let mut outcome = Outcome::default();
                 for slice in &delete {

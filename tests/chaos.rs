@@ -14,6 +14,7 @@ mod support;
 
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
+use loco_discovery::consistency::ConsistencyCheck;
 use loco_discovery::probe::ProbeConfig;
 use loco_discovery::watch::WatchBackoff;
 use loco_discovery::GatewayConfig;
@@ -187,6 +188,10 @@ fn replica_config(metadata: &std::path::Path) -> GatewayConfig {
         ..ProbeConfig::every(Duration::from_millis(150))
     });
     config.shutdown_grace = Duration::from_millis(500);
+    config.consistency = ConsistencyCheck {
+        interval: Duration::from_millis(300),
+        recheck: Duration::from_millis(200),
+    };
     config
 }
 
