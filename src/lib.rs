@@ -102,9 +102,11 @@ pub async fn run_gateway(
         watch::run_discovery(
             source,
             target,
-            config.index.clone(),
-            config.watch_backoff,
-            config.consistency,
+            watch::DiscoverySettings {
+                index: config.index.clone(),
+                backoff: config.watch_backoff,
+                consistency: config.consistency,
+            },
             hub.clone(),
             input_rx,
             shutdown.clone().cancelled_owned(),

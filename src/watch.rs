@@ -517,6 +517,14 @@ fn change_origin(resource_version: &str, overlay: Option<u32>) -> String {
     }
 }
 
+/// How the discovery loop builds its index and keeps its watch honest.
+#[derive(Clone, Debug, Default)]
+pub struct DiscoverySettings {
+    pub index: IndexConfig,
+    pub backoff: WatchBackoff,
+    pub consistency: ConsistencyCheck,
+}
+
 /// What woke the discovery loop.
 enum Wake {
     Shutdown,
@@ -537,13 +545,16 @@ enum Wake {
 pub async fn run_discovery(
     source: Source,
     target: WatchTarget,
-    index_config: IndexConfig,
-    backoff: WatchBackoff,
-    consistency: ConsistencyCheck,
+    settings: DiscoverySettings,
     hub: Arc<Hub>,
     mut inputs: tokio::sync::mpsc::Receiver<Input>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let DiscoverySettings {
+        index: index_config,
+        backoff,
+        consistency,
+    } = settings;
     let mut events: Option<SourceStream> = Some(source.events(&target));
     let mut restart_at: Option<tokio::time::Instant> = None;
     let mut delays = backoff.delays();
