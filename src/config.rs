@@ -101,6 +101,10 @@ pub struct DiscoveryArgs {
     /// overrides it per request).
     #[arg(long, env = "PREFER_ZONE")]
     pub prefer_zone: Option<String>,
+    /// Compare the watched objects with a fresh list of the API this often; a difference
+    /// that is still there, unchanged, a moment later makes the gateway list again.
+    #[arg(long, env = "CONSISTENCY_CHECK_INTERVAL", default_value = "60s", value_parser = duration)]
+    pub consistency_check_interval: Duration,
 }
 
 impl DiscoveryArgs {
@@ -128,6 +132,7 @@ impl DiscoveryArgs {
             .health_check_interval
             .map(crate::probe::ProbeConfig::every);
         config.prefer_zone = self.prefer_zone.clone();
+        config.consistency.interval = self.consistency_check_interval;
         config.index = IndexConfig {
             cluster_domain: self.cluster_domain.clone(),
             ..IndexConfig::default()
