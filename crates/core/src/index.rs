@@ -7,6 +7,7 @@
 //! against the previous instance set: endpoints move between slices and dual-stack pods
 //! sit in two slices, so a per-slice diff would report false remove/add pairs.
 
+use crate::dns::{host_port, DnsNaming, EndpointName, HEADLESS_LABEL};
 use crate::metadata::MetadataMap;
 use crate::model::{
     Addresses, Delta, DeltaKind, Health, Instance, KubernetesInfo, Probe, ServiceRef, Status,
@@ -23,8 +24,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Settings that shape the instances built from endpoints.
 #[derive(Clone, Debug)]
 pub struct IndexConfig {
-    /// The cluster's DNS domain, used in `dnsName`.
-    pub cluster_domain: String,
+    /// How cluster DNS names endpoints (`dnsName`).
+    pub dns: DnsNaming,
     /// The VNC port used in `vncUrl` when the slice names no `vnc` port.
     pub default_vnc_port: i32,
     /// The health port used in `healthUrl` when the slice names no `health` port.
@@ -34,7 +35,7 @@ pub struct IndexConfig {
 impl Default for IndexConfig {
     fn default() -> Self {
         Self {
-            cluster_domain: "cluster.local".into(),
+            dns: DnsNaming::default(),
             default_vnc_port: 5901,
             default_health_port: 8080,
         }
@@ -113,6 +114,8 @@ struct ParsedEndpoint {
 #[derive(Clone, Debug, PartialEq)]
 struct ParsedSlice {
     service: ServiceRef,
+    /// The slice carries the headless-Service label.
+    headless: bool,
     ports: BTreeMap<String, i32>,
     endpoints: Vec<ParsedEndpoint>,
 }
@@ -565,8 +568,14 @@ fn parse_slice(
             status: status_of(endpoint),
         });
     }
+    let headless = slice
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|labels| labels.contains_key(HEADLESS_LABEL));
     Some(ParsedSlice {
         service: ServiceRef::new(namespace, service_name.clone()),
+        headless,
         ports,
         endpoints,
     })
@@ -603,6 +612,7 @@ fn build_instances(
         node_name: Option<String>,
         zone: Option<String>,
         hint_zones: Vec<String>,
+        headless: bool,
     }
     let mut merged: BTreeMap<&str, Merged> = BTreeMap::new();
     for slice in slices.values() {
@@ -617,7 +627,9 @@ fn build_instances(
                     node_name: None,
                     zone: None,
                     hint_zones: Vec::new(),
+                    headless: false,
                 });
+            entry.headless |= slice.headless;
             entry.addresses.extend(endpoint.addresses.iter().cloned());
             // The most available condition wins, so the result is order-independent.
             entry.status = entry.status.min(endpoint.status);
@@ -645,11 +657,18 @@ fn build_instances(
             let ordinal = m.first.ordinal.filter(|o| taken_ordinals.insert(*o));
             let pod_name = m.first.identity.clone();
             let hostname = m.first.hostname.clone().unwrap_or_else(|| pod_name.clone());
-            let dns_name = format!(
-                "{hostname}.{}.{}.svc.{}",
-                service.name, service.namespace, config.cluster_domain
-            );
             let pod_ip = m.addresses.first().cloned();
+            let address = pod_ip.as_deref().unwrap_or(&pod_name);
+            let dns_name = config.dns.name_of(
+                EndpointName {
+                    headless: m.headless,
+                    hostname: m.first.hostname.as_deref(),
+                    pod: m.first.target_ref.as_ref().map(|r| r.name.as_str()),
+                    address,
+                },
+                &service.name,
+                &service.namespace,
+            );
             let id = match ordinal {
                 Some(n) => format!("instance-{n}"),
                 None => pod_name.clone(),
@@ -673,10 +692,10 @@ fn build_instances(
                 .get("health")
                 .copied()
                 .unwrap_or(config.default_health_port);
-            let health_url = pod_ip.as_deref().map(|ip| match ip.parse::<IpAddr>() {
-                Ok(IpAddr::V6(_)) => format!("http://[{ip}]:{health_port}"),
-                _ => format!("http://{ip}:{health_port}"),
-            });
+            let vnc_url = host_port(dns_name.as_deref().unwrap_or(address), vnc_port);
+            let health_url = pod_ip
+                .as_deref()
+                .map(|ip| format!("http://{}", host_port(ip, health_port)));
             let status = match (&probe, m.status) {
                 (Some(p), Status::Ready) if !p.reachable => Status::Degraded,
                 (_, status) => status,
@@ -687,7 +706,7 @@ fn build_instances(
                 tags: hints.map(|h| h.tags.clone()).unwrap_or_default(),
                 probe,
                 stream_url: format!("/proxy/vnc/{id}"),
-                vnc_url: format!("{dns_name}:{vnc_port}"),
+                vnc_url,
                 id,
                 ordinal,
                 name,

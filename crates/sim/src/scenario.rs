@@ -10,6 +10,7 @@
 use super::store::{ResourceKind, Store, StoreError, TRIGGER_TIME_ANNOTATION};
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use loco_discovery_core::dns::HEADLESS_LABEL;
 use loco_discovery_core::slices::{mk_endpoint, mk_slice};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -326,7 +327,8 @@ impl EmulatorCluster {
             "kind": "Endpoints",
             "metadata": {"name": self.config.service, "namespace": self.config.namespace,
                          "labels": {"app.kubernetes.io/component": "emulator",
-                                    "app.kubernetes.io/part-of": "lego-loco-cluster"}},
+                                    "app.kubernetes.io/part-of": "lego-loco-cluster",
+                                    HEADLESS_LABEL: ""}},
         });
         if !self.pods.is_empty() {
             object["subsets"] = json!([subset]);
