@@ -110,11 +110,17 @@ fn deleted_slice(object: DynamicObject, target: &WatchTarget) -> EndpointSlice {
     })
 }
 
+/// Warns about and counts what lost information; normal shapes are noted at debug level.
 fn report_anomalies(anomalies: &[Anomaly]) {
     for a in anomalies {
-        warn!(namespace = %a.namespace, slice = %a.slice, reason = a.reason.as_str(),
-              detail = %a.detail, "unusual EndpointSlice content");
-        metrics::counter!(m::MALFORMED_OBJECTS, "reason" => a.reason.as_str()).increment(1);
+        if a.reason.loses_information() {
+            warn!(namespace = %a.namespace, slice = %a.slice, reason = a.reason.as_str(),
+                  detail = %a.detail, "EndpointSlice content skipped or merged");
+            metrics::counter!(m::MALFORMED_OBJECTS, "reason" => a.reason.as_str()).increment(1);
+        } else {
+            debug!(namespace = %a.namespace, slice = %a.slice, reason = a.reason.as_str(),
+                   detail = %a.detail, "EndpointSlice note");
+        }
     }
 }
 

@@ -42,7 +42,9 @@ impl Default for IndexConfig {
     }
 }
 
-/// Why part of an object was unusable or unusual.
+/// Why part of an object was unusable or unusual. Some reasons lose information (part of
+/// the object is skipped or merged away, see [`AnomalyReason::loses_information`]); the
+/// others are normal shapes the index handles in full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AnomalyReason {
     /// The slice has no name; it cannot be tracked and is skipped.
@@ -53,11 +55,12 @@ pub enum AnomalyReason {
     UnsupportedAddressType,
     /// An endpoint with no address; the endpoint is skipped.
     NoAddresses,
-    /// An endpoint with no `targetRef`; identified by its hostname or address instead.
+    /// An endpoint with no `targetRef` (the API server's own `kubernetes` slice, slices
+    /// written by hand); identified by its hostname or address instead.
     NoTargetRef,
     /// Several ports without a name; the first one is kept as `default`.
     UnnamedPort,
-    /// The pod name ends in no ordinal; the instance id is the pod name.
+    /// The pod name ends in no ordinal (a Deployment's pod); the instance id is the pod name.
     NoOrdinal,
     /// The same pod twice in one slice; the entries are merged.
     DuplicateEndpoint,
@@ -75,6 +78,21 @@ impl AnomalyReason {
             AnomalyReason::UnnamedPort => "unnamed_port",
             AnomalyReason::NoOrdinal => "no_ordinal",
             AnomalyReason::DuplicateEndpoint => "duplicate_endpoint",
+        }
+    }
+
+    /// Whether something in the object is lost: a slice or endpoint skipped, ports dropped,
+    /// entries merged. Those deserve a warning and a count; the rest (a pod without an
+    /// ordinal, an endpoint without a `targetRef`) are normal objects, handled in full.
+    pub fn loses_information(self) -> bool {
+        match self {
+            AnomalyReason::MissingName
+            | AnomalyReason::MissingServiceLabel
+            | AnomalyReason::UnsupportedAddressType
+            | AnomalyReason::NoAddresses
+            | AnomalyReason::UnnamedPort
+            | AnomalyReason::DuplicateEndpoint => true,
+            AnomalyReason::NoTargetRef | AnomalyReason::NoOrdinal => false,
         }
     }
 }

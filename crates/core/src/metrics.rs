@@ -16,7 +16,7 @@ pub const TRIGGER_TIME_SKIPPED: &str = "loco_discovery_trigger_time_skipped_tota
 pub const RECEIPT_TO_PUBLISHED: &str = "loco_discovery_receipt_to_published_seconds";
 /// Hop 3: from publication to the write to a subscriber's socket, by transport.
 pub const PUBLISHED_TO_SOCKET: &str = "loco_discovery_published_to_socket_seconds";
-/// Objects (or parts of objects) from the API that were malformed or unusual, by reason.
+/// Objects (or parts of objects) from the API that were skipped, dropped or merged, by reason.
 pub const MALFORMED_OBJECTS: &str = "loco_discovery_malformed_objects_total";
 /// Errors of the Kubernetes watch, by reason.
 pub const WATCH_ERRORS: &str = "loco_discovery_watch_errors_total";
@@ -76,7 +76,7 @@ pub fn describe() {
     describe_counter!(
         MALFORMED_OBJECTS,
         Unit::Count,
-        "Malformed or unusual parts of EndpointSlices from the API, skipped or handled, by reason."
+        "Objects or parts of objects from the API that were lost to the view (undecodable, skipped, dropped or merged), by reason."
     );
     describe_counter!(
         WATCH_ERRORS,

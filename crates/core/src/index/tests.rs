@@ -685,6 +685,30 @@ fn pod_without_numeric_ordinal_keeps_its_name_as_id() {
 }
 
 #[test]
+fn normal_shapes_are_notes_and_only_lost_information_is_a_problem() {
+    let mut idx = index();
+    let mut apiserver = mk_endpoint("x", "172.18.0.2", true, false);
+    apiserver.target_ref = None;
+    apiserver.hostname = None;
+    let deployment_pod = mk_endpoint("web-7f9c-x2k9q", "10.0.0.5", true, false);
+    let out = idx.apply(&slice("a", vec![deployment_pod, apiserver]), t(0));
+    assert_eq!(
+        reasons(&out),
+        vec![
+            AnomalyReason::NoOrdinal,
+            AnomalyReason::NoTargetRef,
+            AnomalyReason::NoOrdinal
+        ]
+    );
+    assert!(out.anomalies.iter().all(|a| !a.reason.loses_information()));
+    let mut empty = ready(1);
+    empty.addresses.clear();
+    let out = idx.apply(&slice("b", vec![empty]), t(1));
+    assert_eq!(reasons(&out), vec![AnomalyReason::NoAddresses]);
+    assert!(out.anomalies[0].reason.loses_information());
+}
+
+#[test]
 fn two_pods_with_one_ordinal_get_distinct_ids() {
     let mut idx = index();
     let a = mk_endpoint("alpha-0", "10.0.0.1", true, false);
