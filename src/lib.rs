@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod probe;
 pub mod sources;
+pub mod trigger_time;
 pub mod watch;
 
 use crate::config::DiscoveryMode;

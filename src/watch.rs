@@ -7,6 +7,7 @@
 
 use crate::metrics as m;
 use crate::sources::{merge_metadata, EndpointsAdapter, StaticInstances};
+use crate::trigger_time::{record, TriggerTimes};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Endpoints;
@@ -133,10 +134,6 @@ fn publish(hub: &Hub, outcome: Outcome, origin: &str, change_time: Option<DateTi
     hub.publish_change(&outcome.deltas, origin, change_time, Utc::now());
 }
 
-/// The annotation the EndpointSlice controller stamps with the time of the Pod or Service
-/// change that caused the write.
-pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-
 /// The service a slice belongs to, for metric labels.
 fn service_of(object: &DynamicObject) -> String {
     object
@@ -146,38 +143,6 @@ fn service_of(object: &DynamicObject) -> String {
         .and_then(|l| l.get(SERVICE_NAME_LABEL))
         .cloned()
         .unwrap_or_default()
-}
-
-/// Reads the trigger time of a changed slice and records the change → gateway latency;
-/// a missing or unparsable annotation is counted instead.
-fn observe_change(
-    object: &DynamicObject,
-    service: &str,
-    received: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let raw = object
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION));
-    let Some(raw) = raw else {
-        metrics::counter!(m::TRIGGER_TIME_SKIPPED, "reason" => "missing").increment(1);
-        return None;
-    };
-    match DateTime::parse_from_rfc3339(raw) {
-        Ok(time) => {
-            let time = time.with_timezone(&Utc);
-            let seconds = (received - time).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-            metrics::histogram!(m::CHANGE_TO_GATEWAY, "service" => service.to_owned())
-                .record(seconds);
-            Some(time)
-        }
-        Err(error) => {
-            debug!(service, value = %raw, %error, "unparsable trigger time");
-            metrics::counter!(m::TRIGGER_TIME_SKIPPED, "reason" => "unparsable").increment(1);
-            None
-        }
-    }
 }
 
 /// Which objects the watch follows.
@@ -224,19 +189,28 @@ fn slice_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
     let api: Api<DynamicObject> = Api::namespaced_with(client, &target.namespace, &resource);
     let config = watcher::Config::default().labels(&target.label_selector());
     let target = target.clone();
+    let mut times = TriggerTimes::default();
     let stream = watcher(api, config)
         .default_backoff()
         .map(move |event| match event {
             Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
-            Ok(Event::Init) => SourceEvent::Init,
+            Ok(Event::Init) => {
+                times.relist();
+                SourceEvent::Init
+            }
             Ok(Event::InitApply(object)) => {
+                record(
+                    times.listed(&object.metadata),
+                    &service_of(&object),
+                    Utc::now(),
+                );
                 SourceEvent::Listed(decode(object, &target).into_iter().collect())
             }
             Ok(Event::InitDone) => SourceEvent::InitDone,
             Ok(Event::Apply(object)) => {
                 let received = Instant::now();
                 let service = service_of(&object);
-                let change_time = observe_change(&object, &service, Utc::now());
+                let change_time = record(times.changed(&object.metadata), &service, Utc::now());
                 let origin = origin_of(&object);
                 SourceEvent::Changed {
                     apply: decode(object, &target).into_iter().collect(),
@@ -251,6 +225,7 @@ fn slice_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
                 let received = Instant::now();
                 let service = service_of(&object);
                 let origin = origin_of(&object);
+                times.deleted(&object.metadata);
                 SourceEvent::Changed {
                     apply: Vec::new(),
                     delete: vec![deleted_slice(object, &target)],
@@ -273,6 +248,7 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
     }
     let target = target.clone();
     let mut adapter = EndpointsAdapter::default();
+    let mut times = TriggerTimes::default();
     let wanted = move |object: &DynamicObject| {
         object
             .metadata
@@ -298,24 +274,27 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
             Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
             Ok(Event::Init) => {
                 adapter.reset();
+                times.relist();
                 SourceEvent::Init
             }
+            Ok(Event::InitDone) => SourceEvent::InitDone,
+            Ok(Event::InitApply(object) | Event::Apply(object) | Event::Delete(object))
+                if !wanted(&object) =>
+            {
+                SourceEvent::Listed(Vec::new())
+            }
             Ok(Event::InitApply(object)) => {
-                let slices = (wanted(&object))
-                    .then(|| decode_endpoints(object))
-                    .flatten()
+                let service = object.metadata.name.clone().unwrap_or_default();
+                record(times.listed(&object.metadata), &service, Utc::now());
+                let slices = decode_endpoints(object)
                     .map(|e| adapter.apply(&e).0)
                     .unwrap_or_default();
                 SourceEvent::Listed(slices)
             }
-            Ok(Event::InitDone) => SourceEvent::InitDone,
-            Ok(Event::Apply(object)) | Ok(Event::Delete(object)) if !wanted(&object) => {
-                SourceEvent::Listed(Vec::new())
-            }
             Ok(Event::Apply(object)) => {
                 let received = Instant::now();
                 let service = object.metadata.name.clone().unwrap_or_default();
-                let change_time = observe_change(&object, &service, Utc::now());
+                let change_time = record(times.changed(&object.metadata), &service, Utc::now());
                 let origin = origin_of(&object);
                 let (apply, delete) = decode_endpoints(object)
                     .map(|e| adapter.apply(&e))
@@ -333,6 +312,7 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
                 let received = Instant::now();
                 let service = object.metadata.name.clone().unwrap_or_default();
                 let origin = origin_of(&object);
+                times.deleted(&object.metadata);
                 let gone = Endpoints {
                     metadata: object.metadata.clone(),
                     ..Endpoints::default()
