@@ -328,7 +328,7 @@ impl Store {
                 name: name.to_string(),
             });
         };
-        let mut next = prepare_update(kind, namespace, name, &old, new, now)?;
+        let mut next = prepare_update(kind, namespace, name, &old, new)?;
         validate(kind, &next, Some(&old))?;
         if dry_run {
             if let Some(rv) = meta_str(&old, "resourceVersion").map(str::to_string) {

@@ -1,5 +1,6 @@
-//! What a write does to an object before it is stored: validation, names, uids, type meta,
-//! resourceVersions and the trigger-time annotation.
+//! What a write does to an object before it is stored: validation, names, uids, type meta and
+//! resourceVersions. Annotations are the writer's: the trigger-time annotation is written by
+//! the controllers (the scenario), never stamped by the server.
 
 use super::error::*;
 use super::events::*;
@@ -10,7 +11,8 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-/// The annotation the EndpointSlice and Endpoints controllers stamp with the time of the change that caused a write.
+/// The annotation the EndpointSlice and Endpoints controllers set to the time of the Pod or Service change that caused
+/// a write (only they write it; the server never does).
 pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
 /// Most endpoints one EndpointSlice may hold (apiserver validation).
@@ -202,36 +204,6 @@ pub(crate) fn validate(
     }
 }
 
-/// Stamps the trigger-time annotation with `now`, unless the write sets it to a value different from the stored one.
-/// Leaves malformed (non-object) annotations alone.
-pub fn stamp_trigger_time(obj: &mut Value, old: Option<&Value>, now: &str) {
-    if !obj.is_object() {
-        return;
-    }
-    let ptr = |v: &Value| {
-        v.get("metadata")
-            .and_then(|m| m.get("annotations"))
-            .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let new_val = ptr(obj);
-    let old_val = old.and_then(ptr);
-    if new_val.is_some() && new_val != old_val {
-        return;
-    }
-    let meta = metadata_mut(obj);
-    let ann = meta
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if ann.is_null() {
-        *ann = Value::Object(Map::new());
-    }
-    if let Some(a) = ann.as_object_mut() {
-        a.insert(TRIGGER_TIME_ANNOTATION.into(), json!(now));
-    }
-}
-
 /// Whether an EndpointSlice update changes its generation: anything outside metadata, or the labels.
 pub(crate) fn spec_or_labels_changed(old: &Value, new: &Value) -> bool {
     let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
@@ -290,7 +262,6 @@ pub(crate) fn prepare_create(
     } else {
         meta.remove("generation");
     }
-    stamp_trigger_time(&mut obj, None, &clock::rfc3339_nano(now));
     Ok(obj)
 }
 
@@ -301,7 +272,6 @@ pub(crate) fn prepare_update(
     name: &str,
     old: &Value,
     mut new: Value,
-    now: DateTime<Utc>,
 ) -> Result<Value, StoreError> {
     check_body(kind, &new)?;
     check_namespace(&mut new, namespace)?;
@@ -348,7 +318,6 @@ pub(crate) fn prepare_update(
         Some(g) => meta.insert("generation".into(), json!(g)),
         None => meta.remove("generation"),
     };
-    stamp_trigger_time(&mut new, Some(old), &clock::rfc3339_nano(now));
     Ok(new)
 }
 
