@@ -243,6 +243,7 @@ async fn crud_selectors_and_pagination_through_kube_rs() {
         .is_none());
 
     // Cluster-wide list sees every namespace.
+    srv.sim.store.create_namespace("other", false).unwrap();
     srv.sim
         .store
         .create(

@@ -480,31 +480,57 @@ impl ApiServer {
             Route::CoreV1 => get_only(discovery::core_v1_resources()),
             Route::DiscoveryGroup => get_only(discovery::discovery_api_group()),
             Route::DiscoveryV1 => get_only(discovery::discovery_v1_resources()),
-            Route::Namespaces => {
-                let (items, rv) = self.store.namespaces();
-                get_only(json!({
-                    "kind": "NamespaceList",
-                    "apiVersion": "v1",
-                    "metadata": {"resourceVersion": rv.to_string()},
-                    "items": items.iter().map(Stripped).collect::<Vec<_>>(),
-                }))
-            }
-            Route::Namespace(ns) => {
-                if method != Method::GET {
-                    return status_response(status::method_not_allowed());
+            Route::Namespaces => match method {
+                Method::GET => {
+                    let (items, rv) = self.store.namespaces();
+                    let metadata = json!({"resourceVersion": rv.to_string()});
+                    match repr {
+                        Representation::Table(opts) => {
+                            json_response(200, &table::namespace_table(&items, opts, metadata))
+                        }
+                        _ => json_response(
+                            200,
+                            &json!({
+                                "kind": "NamespaceList",
+                                "apiVersion": "v1",
+                                "metadata": metadata,
+                                "items": items.iter().map(Stripped).collect::<Vec<_>>(),
+                            }),
+                        ),
+                    }
                 }
-                match self.store.namespace(&ns) {
-                    Some(obj) => json_response(200, &obj),
-                    None => status_response(status::failure(
-                        404,
-                        "NotFound",
-                        &format!("namespaces {ns:?} not found"),
-                        Some(&Details {
-                            name: Some(ns),
-                            kind: Some("namespaces".into()),
-                            ..Details::default()
-                        }),
-                    )),
+                Method::POST => match read_object(&q, req).await {
+                    Ok((dry, obj)) => {
+                        let name = obj.pointer("/metadata/name").and_then(Value::as_str);
+                        match self.store.create_namespace(name.unwrap_or(""), dry) {
+                            Ok(created) => json_response(201, &created),
+                            Err(e) => error_response(&e),
+                        }
+                    }
+                    Err(response) => response,
+                },
+                _ => status_response(status::method_not_allowed()),
+            },
+            Route::Namespace(ns) => {
+                let result = match method {
+                    Method::GET => self
+                        .store
+                        .namespace(&ns)
+                        .ok_or(StoreError::NamespaceNotFound(ns)),
+                    Method::DELETE => match dry_run(&q) {
+                        Ok(dry) => self.store.delete_namespace(&ns, dry),
+                        Err(r) => return status_response(r),
+                    },
+                    _ => return status_response(status::method_not_allowed()),
+                };
+                match (result, repr) {
+                    (Ok(obj), Representation::Table(opts)) => {
+                        let rv = obj.pointer("/metadata/resourceVersion").cloned();
+                        let metadata = json!({"resourceVersion": rv});
+                        json_response(200, &table::namespace_table(&[obj], opts, metadata))
+                    }
+                    (Ok(obj), _) => json_response(200, &obj),
+                    (Err(e), _) => error_response(&e),
                 }
             }
             Route::Collection {
@@ -869,7 +895,7 @@ impl ApiServer {
             Ok(read) => read,
             Err(response) => return response,
         };
-        match self.store.upsert_with(kind, ns, name, dry, |_| Ok(obj)) {
+        match self.store.replace_with(kind, ns, name, obj, dry) {
             Ok((o, created)) => json_response(if created { 201 } else { 200 }, &o),
             Err(e) => error_response(&e),
         }

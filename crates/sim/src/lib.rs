@@ -28,7 +28,7 @@ pub use selector::{FieldSelector, LabelSelector, SelectorError};
 pub use status::Cause;
 pub use store::{
     EventType, ListFrom, ListPage, Preconditions, ResourceKind, Store, StoreError, StoredEvent,
-    WatchFrom, WatchStart, MAX_ENDPOINTS_PER_SLICE, TRIGGER_TIME_ANNOTATION,
+    WatchFrom, WatchStart, INITIAL_NAMESPACES, MAX_ENDPOINTS_PER_SLICE, TRIGGER_TIME_ANNOTATION,
 };
 
 use hyper::server::conn::http1;

@@ -363,9 +363,11 @@ fn phase_flags(phase: Phase) -> (bool, bool) {
 }
 
 /// Writes `desired` into the store as the controller would: create what is missing,
-/// replace what differs, delete slices of the service that are no longer wanted.
+/// replace what differs, delete slices of the service that are no longer wanted. The
+/// namespace is created first if it does not exist (the cluster's setup).
 pub fn sync_into_store(store: &Store, cluster: &EmulatorCluster) -> Result<(), StoreError> {
     let namespace = cluster.config.namespace.as_str();
+    store.ensure_namespace(namespace);
     let mut wanted = BTreeMap::new();
     for slice in cluster.slices() {
         let name = slice.metadata.name.clone().unwrap_or_default();

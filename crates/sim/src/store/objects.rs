@@ -204,6 +204,39 @@ pub(crate) fn validate(
     }
 }
 
+/// Whether a create states a resourceVersion the API server's storage refuses: a non-zero number (`"0"` and
+/// non-numbers are ignored, as by the etcd3 storage's versioner).
+pub(crate) fn stated_resource_version(obj: &Value) -> bool {
+    meta_str(obj, "resourceVersion")
+        .and_then(|rv| rv.parse::<u64>().ok())
+        .is_some_and(|rv| rv != 0)
+}
+
+/// A replace whose body carries `metadata.uid` is conditional on it (the API server makes the uid a precondition of
+/// the update): another object's uid is a Conflict. Missing objects are not checked.
+pub(crate) fn check_uid_precondition(
+    kind: ResourceKind,
+    name: &str,
+    current: Option<&Value>,
+    body: &Value,
+) -> Result<(), StoreError> {
+    let (Some(current), Some(uid)) = (current, meta_str(body, "uid").filter(|u| !u.is_empty()))
+    else {
+        return Ok(());
+    };
+    let stored = meta_str(current, "uid").unwrap_or("");
+    if uid == stored {
+        return Ok(());
+    }
+    Err(StoreError::Conflict {
+        kind,
+        name: name.to_string(),
+        detail: format!(
+            "Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}"
+        ),
+    })
+}
+
 /// Whether an EndpointSlice update changes its generation: anything outside metadata, or the labels.
 pub(crate) fn spec_or_labels_changed(old: &Value, new: &Value) -> bool {
     let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
@@ -286,6 +319,12 @@ pub(crate) fn prepare_update(
     if let Some(rv) = meta_str(&new, "resourceVersion") {
         if !rv.is_empty() && Some(rv) != meta_str(old, "resourceVersion") {
             return Err(StoreError::conflict(kind, name));
+        }
+    }
+    if let Some(uid) = meta_str(&new, "uid").filter(|u| !u.is_empty()) {
+        if Some(uid) != meta_str(old, "uid") {
+            let cause = invalid_value("metadata.uid", &json!(uid), "field is immutable");
+            return Err(StoreError::invalid(kind, name, vec![cause]));
         }
     }
     set_type_meta(kind, &mut new);
