@@ -66,6 +66,14 @@ fn failure(code: u16, reason: &str, message: &str, details: Option<Value>) -> Va
     status
 }
 
+/// The answer is the Failure Status of `code` with `reason`, `message` and `details`.
+fn assert_refused(answer: Answer, code: u16, reason: &str, message: &str, details: Option<Value>) {
+    assert_eq!(
+        (answer.code, answer.body),
+        (code, failure(code, reason, message, details))
+    );
+}
+
 #[tokio::test]
 async fn writes_need_a_namespace_that_exists_and_kubectl_can_create_one() {
     let cluster = SimCluster::start().await;
@@ -76,17 +84,12 @@ async fn writes_need_a_namespace_that_exists_and_kubectl_can_create_one() {
         Some(slice("a")),
     )
     .await;
-    assert_eq!(
-        (answer.code, answer.body),
-        (
-            404,
-            failure(
-                404,
-                "NotFound",
-                "namespaces \"net-test\" not found",
-                Some(json!({"name": "net-test", "kind": "namespaces"}))
-            )
-        )
+    assert_refused(
+        answer,
+        404,
+        "NotFound",
+        "namespaces \"net-test\" not found",
+        Some(json!({"name": "net-test", "kind": "namespaces"})),
     );
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
                            "metadata": {"name": "net-test", "creationTimestamp": null},
@@ -155,17 +158,12 @@ async fn writes_need_a_namespace_that_exists_and_kubectl_can_create_one() {
         404
     );
     let kept = call(&cluster, Method::DELETE, "/api/v1/namespaces/default", None).await;
-    assert_eq!(
-        (kept.code, kept.body),
-        (
-            403,
-            failure(
-                403,
-                "Forbidden",
-                "namespaces \"default\" is forbidden: this namespace may not be deleted",
-                Some(json!({"name": "default", "kind": "namespaces"}))
-            )
-        )
+    assert_refused(
+        kept,
+        403,
+        "Forbidden",
+        "namespaces \"default\" is forbidden: this namespace may not be deleted",
+        Some(json!({"name": "default", "kind": "namespaces"})),
     );
 }
 
@@ -181,17 +179,12 @@ async fn a_create_stating_a_resource_version_is_refused() {
         Some(dumped),
     )
     .await;
-    assert_eq!(
-        (answer.code, answer.body),
-        (
-            500,
-            failure(
-                500,
-                "",
-                "resourceVersion should not be set on objects to be created",
-                None
-            )
-        )
+    assert_refused(
+        answer,
+        500,
+        "",
+        "resourceVersion should not be set on objects to be created",
+        None,
     );
 }
 
@@ -214,17 +207,167 @@ async fn a_replace_naming_another_uid_is_a_conflict() {
         "Operation cannot be fulfilled on endpointslices.discovery.k8s.io \"a\": Precondition failed: \
          UID in precondition: 6f9619ff-8b86-4011-b42d-00c04fc964ff, UID in object meta: {uid}"
     );
+    assert!(answer.warnings.is_empty());
+    assert_refused(
+        answer,
+        409,
+        "Conflict",
+        &message,
+        Some(json!({"name": "a", "group": "discovery.k8s.io", "kind": "endpointslices"})),
+    );
+}
+
+/// A slice as an older or hand-written manifest has it: a `topology` field that no longer
+/// exists and an endpoint-level `ready`.
+fn with_unknown_fields(name: &str) -> Value {
+    let mut body = slice(name);
+    body["topology"] = json!({"kubernetes.io/hostname": "node-1"});
+    body["endpoints"][0]["ready"] = json!(true);
+    body
+}
+
+#[tokio::test]
+async fn unknown_fields_are_pruned_refused_or_warned_about_as_field_validation_asks() {
+    let cluster = SimCluster::start().await;
+    let path = format!("{SLICES}/loco/endpointslices");
+    let strict = call(
+        &cluster,
+        Method::POST,
+        &format!("{path}?fieldValidation=Strict"),
+        Some(with_unknown_fields("a")),
+    )
+    .await;
+    assert_refused(strict, 400, "BadRequest",
+                "EndpointSlice in version \"v1\" cannot be handled as a EndpointSlice: strict decoding error: \
+                 unknown field \"endpoints[0].ready\", unknown field \"topology\"",
+                None);
+    let warned = call(
+        &cluster,
+        Method::POST,
+        &path,
+        Some(with_unknown_fields("a")),
+    )
+    .await;
+    assert_eq!(warned.code, 201);
     assert_eq!(
-        (answer.code, answer.body),
+        warned.warnings,
+        vec![
+            "299 - \"unknown field \\\"endpoints[0].ready\\\"\"",
+            "299 - \"unknown field \\\"topology\\\"\""
+        ]
+    );
+    assert_eq!(warned.body.get("topology"), None);
+    assert_eq!(warned.body["endpoints"][0].get("ready"), None);
+    let ignored = call(
+        &cluster,
+        Method::PUT,
+        &format!("{path}/a?fieldValidation=Ignore"),
+        Some(with_unknown_fields("a")),
+    )
+    .await;
+    assert_eq!((ignored.code, ignored.warnings.len()), (200, 0));
+    assert_eq!(ignored.body.get("topology"), None);
+    let patched = call(
+        &cluster,
+        Method::PATCH,
+        &format!("{path}/a?fieldValidation=Strict"),
+        Some(json!({"topology": {}})),
+    )
+    .await;
+    assert_eq!(
+        (patched.code, patched.body["message"].as_str()),
         (
-            409,
-            failure(
-                409,
-                "Conflict",
-                &message,
-                Some(json!({"name": "a", "group": "discovery.k8s.io", "kind": "endpointslices"}))
-            )
+            400,
+            Some("strict decoding error: unknown field \"topology\"")
         )
     );
-    assert!(answer.warnings.is_empty());
+    let bogus = call(
+        &cluster,
+        Method::POST,
+        &format!("{path}?fieldValidation=strict"),
+        Some(slice("b")),
+    )
+    .await;
+    assert_eq!(bogus.code, 422);
+}
+
+#[tokio::test]
+async fn values_of_the_wrong_type_are_refused_as_the_decoder_refuses_them() {
+    let cluster = SimCluster::start().await;
+    let path = format!("{SLICES}/loco/endpointslices");
+    let mut wrong = slice("a");
+    wrong["endpoints"][0]["addresses"] = json!("10.0.0.1");
+    let created = call(&cluster, Method::POST, &path, Some(wrong)).await;
+    assert_refused(created, 400, "BadRequest",
+                "EndpointSlice in version \"v1\" cannot be handled as a EndpointSlice: json: cannot unmarshal \
+                 string into Go struct field Endpoint.endpoints.addresses of type []string",
+                None);
+    assert_eq!(
+        call(&cluster, Method::POST, &path, Some(slice("a")))
+            .await
+            .code,
+        201
+    );
+    let patched = call(
+        &cluster,
+        Method::PATCH,
+        &format!("{path}/a"),
+        Some(json!({"endpoints": [{"addresses": "10.0.0.1"}]})),
+    )
+    .await;
+    assert_eq!(patched.code, 422);
+    assert_eq!(patched.body["reason"], "Invalid");
+    let cause = &patched.body["details"]["causes"][0];
+    assert_eq!(cause["field"], "patch");
+    assert!(cause["message"].as_str().unwrap().ends_with(
+        "json: cannot unmarshal string into Go struct field Endpoint.endpoints.addresses of type []string"
+    ));
+    let stored = call(&cluster, Method::GET, &format!("{path}/a"), None).await;
+    assert_eq!(
+        stored.body["endpoints"][0]["addresses"],
+        json!(["10.0.0.1"])
+    );
+}
+
+#[tokio::test]
+async fn invalid_content_is_refused_with_a_cause_per_field() {
+    let cluster = SimCluster::start().await;
+    let mut invalid = slice("a");
+    invalid["endpoints"] = json!([{"addresses": []}, {"addresses": ["10.0.0.256"]}]);
+    let answer = call(
+        &cluster,
+        Method::POST,
+        &format!("{SLICES}/loco/endpointslices"),
+        Some(invalid),
+    )
+    .await;
+    assert_eq!(answer.code, 422);
+    assert_eq!(
+        answer.body["message"],
+        "EndpointSlice.discovery.k8s.io \"a\" is invalid: [endpoints[0].addresses: Required value: must \
+         contain at least 1 address, endpoints[1].addresses[0]: Invalid value: \"10.0.0.256\": must be a \
+         valid IPv4 address]"
+    );
+    assert_eq!(
+        answer.body["details"],
+        json!({"name": "a", "group": "discovery.k8s.io", "kind": "EndpointSlice", "causes": [
+            {"reason": "FieldValueRequired", "message": "Required value: must contain at least 1 address",
+             "field": "endpoints[0].addresses"},
+            {"reason": "FieldValueInvalid", "message": "Invalid value: \"10.0.0.256\": must be a valid IPv4 address",
+             "field": "endpoints[1].addresses[0]"}]})
+    );
+    let endpoints = json!({"metadata": {"name": "web"},
+                           "subsets": [{"addresses": [{"ip": "not-an-ip"}], "ports": [{"port": 80}]}]});
+    let answer = call(
+        &cluster,
+        Method::POST,
+        "/api/v1/namespaces/loco/endpoints",
+        Some(endpoints),
+    )
+    .await;
+    assert_eq!(answer.code, 422);
+    assert_eq!(
+        answer.body["details"]["causes"][0]["field"],
+        "subsets[0].addresses[0].ip"
+    );
 }

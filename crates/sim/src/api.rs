@@ -6,7 +6,10 @@ use super::faults::{self, Faults};
 use super::media::{negotiate, Representation};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{self, Details};
-use super::store::{ListFrom, Preconditions, ResourceKind, Store, StoreError, WatchFrom};
+use super::store::{
+    decode, decode_patched, FieldValidation, ListFrom, Preconditions, ResourceKind, Store,
+    StoreError, WatchFrom,
+};
 use super::table::{self, IncludeObject};
 use super::watch::{WatchSession, WatchSpec};
 use super::SimOptions;
@@ -590,7 +593,7 @@ impl ApiServer {
             .unwrap_or(0);
         if kind == ResourceKind::Endpoints && minor >= 33 {
             resp.headers_mut()
-                .insert(header::WARNING, HeaderValue::from_static(ENDPOINTS_WARNING));
+                .append(header::WARNING, HeaderValue::from_static(ENDPOINTS_WARNING));
         }
     }
 
@@ -873,14 +876,15 @@ impl ApiServer {
         q: &Query,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let (dry, obj) = match read_object(q, req).await {
+        let (dry, obj, warnings) = match read_typed_object(kind, q, req, "CreateOptions").await {
             Ok(read) => read,
             Err(response) => return response,
         };
-        match self.store.create_with(kind, ns, obj, dry) {
+        let response = match self.store.create_with(kind, ns, obj, dry) {
             Ok(o) => json_response(201, &o),
             Err(e) => error_response(&e),
-        }
+        };
+        with_warnings(response, &warnings)
     }
 
     async fn replace(
@@ -891,14 +895,15 @@ impl ApiServer {
         q: &Query,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let (dry, obj) = match read_object(q, req).await {
+        let (dry, obj, warnings) = match read_typed_object(kind, q, req, "UpdateOptions").await {
             Ok(read) => read,
             Err(response) => return response,
         };
-        match self.store.replace_with(kind, ns, name, obj, dry) {
+        let response = match self.store.replace_with(kind, ns, name, obj, dry) {
             Ok((o, created)) => json_response(if created { 201 } else { 200 }, &o),
             Err(e) => error_response(&e),
-        }
+        };
+        with_warnings(response, &warnings)
     }
 
     async fn patch(
@@ -910,6 +915,10 @@ impl ApiServer {
         req: Request<Incoming>,
     ) -> Response<Body> {
         let dry = match dry_run(q) {
+            Ok(d) => d,
+            Err(r) => return status_response(r),
+        };
+        let directive = match FieldValidation::parse(q.get("fieldValidation"), "PatchOptions") {
             Ok(d) => d,
             Err(r) => return status_response(r),
         };
@@ -931,28 +940,32 @@ impl ApiServer {
             Ok(v) => v,
             Err(r) => return status_response(r),
         };
-        let result = if merge {
-            if !patch.is_object() {
-                return bad_request("the body of a merge patch must be a JSON object");
-            }
-            self.store.patch_with(kind, ns, name, dry, |cur| {
+        if merge && !patch.is_object() {
+            return bad_request("the body of a merge patch must be a JSON object");
+        }
+        let apply = |cur: &Value| {
+            if merge {
                 let mut next = cur.clone();
                 super::merge_patch::merge_patch(&mut next, &patch);
-                Ok(next)
-            })
-        } else {
-            self.store.patch_with(kind, ns, name, dry, |cur| {
-                super::merge_patch::json_patch(cur, &patch).map_err(|e| {
-                    StoreError::BadRequest(format!(
-                        "the server rejected our request due to an error in our request: {e}"
-                    ))
-                })
+                return Ok(next);
+            }
+            super::merge_patch::json_patch(cur, &patch).map_err(|e| {
+                StoreError::BadRequest(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ))
             })
         };
-        match result {
+        let mut warnings = Vec::new();
+        let result = self.store.patch_with(kind, ns, name, dry, |cur| {
+            let (patched, found) = decode_patched(kind, apply(cur)?, directive)?;
+            warnings = found;
+            Ok(patched)
+        });
+        let response = match result {
             Ok(o) => json_response(200, &o),
             Err(e) => error_response(&e),
-        }
+        };
+        with_warnings(response, &warnings)
     }
 
     async fn delete(
@@ -1063,6 +1076,32 @@ fn unsupported_media_type(accepted: &str) -> Response<Body> {
         &format!("the body of the request was in an unknown format - accepted media types include: {accepted}"),
         None,
     ))
+}
+
+/// The dry-run flag, the object of a create or replace request decoded as the API server
+/// decodes it (unknown fields pruned) and the warnings to answer with; or the error response.
+async fn read_typed_object(
+    kind: ResourceKind,
+    q: &Query,
+    req: Request<Incoming>,
+    options: &str,
+) -> Result<(bool, Value, Vec<String>), Response<Body>> {
+    let directive =
+        FieldValidation::parse(q.get("fieldValidation"), options).map_err(status_response)?;
+    let (dry, obj) = read_object(q, req).await?;
+    let (obj, warnings) = decode(kind, obj, directive).map_err(|e| error_response(&e))?;
+    Ok((dry, obj, warnings))
+}
+
+/// Adds a `Warning: 299 - "<text>"` header per warning, as the API server sends them.
+fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for text in warnings {
+        let quoted = text.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(value) = HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 /// The dry-run flag and the decoded object of a create or replace request, or the error

@@ -60,6 +60,9 @@ pub enum StoreError {
     /// 504: a resourceVersion newer than the store.
     #[error("Too large resource version: {requested}, current: {current}")]
     TooLargeResourceVersion { requested: u64, current: u64 },
+    /// 422: a patch whose result does not decode (the API server names no kind and no object).
+    #[error(" \"\" is invalid: {}: {}", .cause.field, .cause.message)]
+    PatchUndecodable { cause: Cause },
     /// 500: a create that states a resourceVersion (the storage layer's plain error; the API server sends it with no
     /// reason).
     #[error("resourceVersion should not be set on objects to be created")]
@@ -102,7 +105,9 @@ impl StoreError {
             StoreError::AlreadyExists { .. }
             | StoreError::Conflict { .. }
             | StoreError::NamespaceExists(_) => 409,
-            StoreError::Invalid { .. } | StoreError::NamespaceInvalid { .. } => 422,
+            StoreError::Invalid { .. }
+            | StoreError::NamespaceInvalid { .. }
+            | StoreError::PatchUndecodable { .. } => 422,
             StoreError::NamespaceUndeletable(_) => 403,
             StoreError::ResourceVersionOnCreate => 500,
             StoreError::BadRequest(_) => 400,
@@ -117,7 +122,9 @@ impl StoreError {
             StoreError::NotFound { .. } | StoreError::NamespaceNotFound(_) => "NotFound",
             StoreError::AlreadyExists { .. } | StoreError::NamespaceExists(_) => "AlreadyExists",
             StoreError::Conflict { .. } => "Conflict",
-            StoreError::Invalid { .. } | StoreError::NamespaceInvalid { .. } => "Invalid",
+            StoreError::Invalid { .. }
+            | StoreError::NamespaceInvalid { .. }
+            | StoreError::PatchUndecodable { .. } => "Invalid",
             StoreError::NamespaceUndeletable(_) => "Forbidden",
             StoreError::ResourceVersionOnCreate => "",
             StoreError::BadRequest(_) => "BadRequest",
@@ -164,6 +171,10 @@ impl StoreError {
             StoreError::NamespaceInvalid { name, cause } => Some(Details {
                 name: Some(name.clone()),
                 kind: Some("Namespace".into()),
+                causes: vec![cause.clone()],
+                ..Details::default()
+            }),
+            StoreError::PatchUndecodable { cause } => Some(Details {
                 causes: vec![cause.clone()],
                 ..Details::default()
             }),

@@ -11,6 +11,7 @@ mod events;
 mod kind;
 mod namespaces;
 mod objects;
+mod schema;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +20,7 @@ pub use events::{watch_line, EventType, ListFrom, ListPage, StoredEvent, WatchFr
 pub use kind::ResourceKind;
 pub use namespaces::INITIAL_NAMESPACES;
 pub use objects::{key_of, with_rv, MAX_ENDPOINTS_PER_SLICE, TRIGGER_TIME_ANNOTATION};
+pub use schema::{decode, decode_patched, FieldValidation};
 
 use self::continue_token::*;
 use self::error::*;

@@ -156,8 +156,8 @@ pub(crate) fn invalid_value(field: &str, value: &Value, detail: &str) -> Cause {
 
 pub(crate) const NAME_RULE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
-/// The small validation a real server does and clients rely on: name, addressType (required, immutable), at most
-/// 1000 endpoints per slice. Everything else is accepted as it is.
+/// The validation a real server does and clients rely on: the name, `addressType` (required, immutable), and the
+/// content rules of [`super::schema::content_causes`].
 pub(crate) fn validate(
     kind: ResourceKind,
     obj: &Value,
@@ -184,19 +184,8 @@ pub(crate) fn validate(
             }
             _ => causes.push(required("addressType", "")),
         }
-        if let Some(eps) = obj.get("endpoints").and_then(Value::as_array) {
-            if eps.len() > MAX_ENDPOINTS_PER_SLICE {
-                causes.push(Cause {
-                    reason: "FieldValueTooMany".into(),
-                    message: format!(
-                        "Too many: {}: must have at most {MAX_ENDPOINTS_PER_SLICE} items",
-                        eps.len()
-                    ),
-                    field: "endpoints".into(),
-                });
-            }
-        }
     }
+    causes.extend(super::schema::content_causes(kind, obj, old.is_none()));
     if causes.is_empty() {
         Ok(())
     } else {
