@@ -354,3 +354,110 @@ async fn dispatcher_picks_the_kubectl_of_the_reported_minor() {
     );
     env.stop().await;
 }
+
+/// What the simulated API refuses, as kubectl prints it: every refusal is the API server's
+/// Status, worded as the real one words it.
+async fn refusals(minor: &str) {
+    let Some(bin) = kubectl_binary(minor) else {
+        return;
+    };
+    let env = Env::start(bin, minor).await;
+    let refused = |out: &Output, expected: &str| {
+        assert_eq!(out.code, 1, "{} {}", out.stdout, out.stderr);
+        assert_eq!(out.stderr.trim(), expected, "kubectl 1.{minor}");
+    };
+    let create_refused = async |file: &str, doc: &Value, expected: &str| {
+        env.write(file, doc);
+        refused(
+            &env.run(&["create", "-f", file, "--validate=false"]).await,
+            expected,
+        );
+    };
+
+    // Namespaces: created and listed like on a cluster; writes elsewhere are refused.
+    let out = env.ok(&["create", "namespace", "net-test"]).await;
+    assert_eq!(out.trim(), "namespace/net-test created");
+    let out = env.ok(&["get", "namespaces"]).await;
+    let row = row_with(&out, "net-test").unwrap_or_else(|| panic!("no row in {out}"));
+    assert!(row.contains("Active"), "{row}");
+    let mut elsewhere = slice_doc("web-a", "10.0.0.1");
+    elsewhere["metadata"]["namespace"] = json!("nowhere");
+    create_refused("elsewhere.yaml", &elsewhere, r#"Error from server (NotFound): error when creating "elsewhere.yaml": namespaces "nowhere" not found"#).await;
+
+    // Unknown fields: refused under kubectl's default validation (fieldValidation=Strict, when
+    // the server documents it in OpenAPI v3: kubectl 1.30+), pruned with --validate=false.
+    let mut unknown = slice_doc("web-b", "10.0.0.2");
+    unknown["topology"] = json!({"kubernetes.io/hostname": "node-1"});
+    unknown["endpoints"][0]["ready"] = json!(true);
+    env.write("unknown.yaml", &unknown);
+    let file = "unknown.yaml";
+    if minor != "27" {
+        let out = env.run(&["create", "-f", file]).await;
+        refused(
+            &out,
+            r#"Error from server (BadRequest): error when creating "unknown.yaml": EndpointSlice in version "v1" cannot be handled as a EndpointSlice: strict decoding error: unknown field "endpoints[0].ready", unknown field "topology""#,
+        );
+        let out = env.run(&["create", "-f", file, "--validate=warn"]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(
+            out.stderr.trim(),
+            "Warning: unknown field \"endpoints[0].ready\"\nWarning: unknown field \"topology\""
+        );
+    } else {
+        env.ok(&["create", "-f", file, "--validate=false"]).await;
+    }
+    let stored = env
+        .sim
+        .store
+        .get(ResourceKind::EndpointSlice, NS, "web-b")
+        .unwrap();
+    assert_eq!(stored.get("topology"), None);
+    assert_eq!(stored["endpoints"][0].get("ready"), None);
+
+    // A value of the wrong type, and content that fails validation.
+    let mut wrong = slice_doc("web-c", "10.0.0.3");
+    wrong["endpoints"][0]["addresses"] = json!("10.0.0.3");
+    create_refused("wrong.yaml", &wrong, r#"Error from server (BadRequest): error when creating "wrong.yaml": EndpointSlice in version "v1" cannot be handled as a EndpointSlice: json: cannot unmarshal string into Go struct field Endpoint.endpoints.addresses of type []string"#).await;
+    let mut empty = slice_doc("web-c", "10.0.0.3");
+    empty["endpoints"][0]["addresses"] = json!([]);
+    create_refused("empty.yaml", &empty, r#"The EndpointSlice "web-c" is invalid: endpoints[0].addresses: Required value: must contain at least 1 address"#).await;
+
+    // A replace naming another object's uid.
+    let mut other = slice_doc("web-b", "10.0.0.4");
+    other["metadata"]["uid"] = json!("0b7c5a52-0000-4000-8000-000000000000");
+    env.write("other.yaml", &other);
+    let file = "other.yaml";
+    let out = env.run(&["replace", "-f", file, "--validate=false"]).await;
+    let uid = stored["metadata"]["uid"].as_str().unwrap();
+    refused(
+        &out,
+        &format!(
+            r#"Error from server (Conflict): error when replacing "other.yaml": Operation cannot be fulfilled on endpointslices.discovery.k8s.io "web-b": Precondition failed: UID in precondition: 0b7c5a52-0000-4000-8000-000000000000, UID in object meta: {uid}"#
+        ),
+    );
+
+    // Deleting a namespace deletes what it holds; the API server's own namespaces stay.
+    let out = env.ok(&["delete", "namespace", "net-test"]).await;
+    assert_eq!(out.trim(), "namespace \"net-test\" deleted");
+    let out = env.run(&["delete", "namespace", "default"]).await;
+    refused(
+        &out,
+        r#"Error from server (Forbidden): namespaces "default" is forbidden: this namespace may not be deleted"#,
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_27_prints_what_the_sim_refuses() {
+    refusals("27").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_30_prints_what_the_sim_refuses() {
+    refusals("30").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_33_prints_what_the_sim_refuses() {
+    refusals("33").await;
+}

@@ -4,6 +4,8 @@
 use super::discovery;
 use super::faults::{self, Faults};
 use super::media::{negotiate, Representation};
+use super::openapi;
+use super::protobuf;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{self, Details};
 use super::store::{
@@ -61,6 +63,8 @@ enum Route {
     DiscoveryV1,
     Namespaces,
     Namespace(String),
+    /// `/openapi/v3` (empty) or one group-version's document under it.
+    OpenApi(String),
     Collection {
         kind: ResourceKind,
         namespace: Option<String>,
@@ -121,6 +125,7 @@ fn route(path: &str) -> Route {
         ["apis", "discovery.k8s.io", "v1", rest @ ..] => {
             resource_route(ResourceKind::EndpointSlice, rest)
         }
+        ["openapi", "v3", rest @ ..] => Route::OpenApi(rest.join("/")),
         ["sim", "faults"] => Route::Admin(String::new()),
         ["sim", "faults", action] => Route::Admin(action.to_string()),
         _ => Route::NotFound,
@@ -483,6 +488,11 @@ impl ApiServer {
             Route::CoreV1 => get_only(discovery::core_v1_resources()),
             Route::DiscoveryGroup => get_only(discovery::discovery_api_group()),
             Route::DiscoveryV1 => get_only(discovery::discovery_v1_resources()),
+            Route::OpenApi(path) if path.is_empty() => get_only(openapi::index()),
+            Route::OpenApi(path) => match openapi::group_version(&path) {
+                Some(doc) => get_only(doc),
+                None => status_response(status::path_not_found()),
+            },
             Route::Namespaces => match method {
                 Method::GET => {
                     let (items, rv) = self.store.namespaces();
@@ -502,14 +512,11 @@ impl ApiServer {
                         ),
                     }
                 }
-                Method::POST => match read_object(&q, req).await {
-                    Ok((dry, obj)) => {
-                        let name = obj.pointer("/metadata/name").and_then(Value::as_str);
-                        match self.store.create_namespace(name.unwrap_or(""), dry) {
-                            Ok(created) => json_response(201, &created),
-                            Err(e) => error_response(&e),
-                        }
-                    }
+                Method::POST => match read_namespace_name(&q, req).await {
+                    Ok((dry, name)) => match self.store.create_namespace(&name, dry) {
+                        Ok(created) => json_response(201, &created),
+                        Err(e) => error_response(&e),
+                    },
                     Err(response) => response,
                 },
                 _ => status_response(status::method_not_allowed()),
@@ -1104,6 +1111,26 @@ fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Response<
     response
 }
 
+/// The dry-run flag and the name of the Namespace a create request sends (as JSON, YAML or,
+/// like kubectl 1.33, protobuf), or the error response to send instead.
+async fn read_namespace_name(
+    q: &Query,
+    req: Request<Incoming>,
+) -> Result<(bool, String), Response<Body>> {
+    let dry = dry_run(q).map_err(status_response)?;
+    let ct = content_type(&req);
+    let bytes = read_body(req.into_body()).await.map_err(status_response)?;
+    let name = if ct.contains("protobuf") {
+        protobuf::object_name(&bytes)
+            .ok_or_else(|| bad_request("the body of the request is not a Namespace"))?
+    } else {
+        let obj = decode_body(&bytes, &ct).map_err(status_response)?;
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str);
+        name.unwrap_or("").to_owned()
+    };
+    Ok((dry, name))
+}
+
 /// The dry-run flag and the decoded object of a create or replace request, or the error
 /// response to send instead.
 async fn read_object(q: &Query, req: Request<Incoming>) -> Result<(bool, Value), Response<Body>> {
@@ -1166,7 +1193,12 @@ mod tests {
             route("/apis/discovery.k8s.io/v1/namespaces/loco/endpoints"),
             Route::NotFound
         );
-        assert_eq!(route("/openapi/v3"), Route::NotFound);
+        assert_eq!(route("/openapi/v3"), Route::OpenApi(String::new()));
+        assert_eq!(
+            route("/openapi/v3/apis/discovery.k8s.io/v1"),
+            Route::OpenApi("apis/discovery.k8s.io/v1".into())
+        );
+        assert_eq!(route("/openapi/v2"), Route::NotFound);
         assert_eq!(route("/sim/faults/stall"), Route::Admin("stall".into()));
     }
 

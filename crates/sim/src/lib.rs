@@ -16,6 +16,8 @@ mod discovery;
 mod faults;
 mod media;
 mod merge_patch;
+mod openapi;
+mod protobuf;
 pub mod scenario;
 mod selector;
 mod status;
