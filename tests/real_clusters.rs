@@ -12,6 +12,7 @@ use loco_discovery::GatewayConfig;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use support::{Gateway, SimCluster};
 
 const FIXTURES: &str = "tests/fixtures/real-clusters";
@@ -146,7 +147,7 @@ async fn real_cluster_objects_give_the_instances_they_describe() {
         let cluster = SimCluster::start().await;
         restore(&cluster, dump["items"].as_array().unwrap()).await;
         for expected in expectations.as_array().unwrap() {
-            let gateway = Gateway::start_with(&cluster, gateway_config(expected)).await;
+            let mut gateway = Gateway::start_with(&cluster, gateway_config(expected)).await;
             let live = gateway.live("").await;
             let got: Vec<Value> = live["instances"]
                 .as_array()
@@ -167,6 +168,9 @@ async fn real_cluster_objects_give_the_instances_they_describe() {
                 }
                 assert_eq!(got, want, "{name}");
             }
+            // Stopped before its cluster goes away, so that it logs no lost connection.
+            gateway.stop.cancel();
+            assert!(gateway.finished_within(Duration::from_secs(10)).await);
         }
     }
     let exposition = loco_discovery::metrics::install().unwrap().render();

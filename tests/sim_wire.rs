@@ -191,7 +191,18 @@ async fn discovery_documents_are_legacy_json() {
         (code, ns["kind"].as_str(), ns["metadata"]["name"].as_str()),
         (200, Some("Namespace"), Some("loco"))
     );
-    let (code, st) = srv.get("/openapi/v3").await;
+    let (code, index) = srv.get("/openapi/v3").await;
+    assert_eq!(
+        (
+            code,
+            index["paths"]["apis/discovery.k8s.io/v1"]["serverRelativeURL"].as_str()
+        ),
+        (
+            200,
+            Some("/openapi/v3/apis/discovery.k8s.io/v1?hash=6c6f636f2d73696d")
+        )
+    );
+    let (code, st) = srv.get("/openapi/v2").await;
     assert_eq!((code, st["reason"].as_str()), (404, Some("NotFound")));
     // Endpoints responses carry the deprecation warning of a 1.33 server.
     let r = srv
