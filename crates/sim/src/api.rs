@@ -5,7 +5,6 @@ use super::discovery;
 use super::faults::{self, Faults};
 use super::media::{negotiate, Representation};
 use super::openapi;
-use super::protobuf;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{self, Details};
 use super::store::{
@@ -51,6 +50,8 @@ pub struct ApiServer {
     pub shutdown: watch::Receiver<bool>,
     pub local_addr: SocketAddr,
 }
+
+mod namespaces;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
@@ -493,56 +494,8 @@ impl ApiServer {
                 Some(doc) => get_only(doc),
                 None => status_response(status::path_not_found()),
             },
-            Route::Namespaces => match method {
-                Method::GET => {
-                    let (items, rv) = self.store.namespaces();
-                    let metadata = json!({"resourceVersion": rv.to_string()});
-                    match repr {
-                        Representation::Table(opts) => {
-                            json_response(200, &table::namespace_table(&items, opts, metadata))
-                        }
-                        _ => json_response(
-                            200,
-                            &json!({
-                                "kind": "NamespaceList",
-                                "apiVersion": "v1",
-                                "metadata": metadata,
-                                "items": items.iter().map(Stripped).collect::<Vec<_>>(),
-                            }),
-                        ),
-                    }
-                }
-                Method::POST => match read_namespace_name(&q, req).await {
-                    Ok((dry, name)) => match self.store.create_namespace(&name, dry) {
-                        Ok(created) => json_response(201, &created),
-                        Err(e) => error_response(&e),
-                    },
-                    Err(response) => response,
-                },
-                _ => status_response(status::method_not_allowed()),
-            },
-            Route::Namespace(ns) => {
-                let result = match method {
-                    Method::GET => self
-                        .store
-                        .namespace(&ns)
-                        .ok_or(StoreError::NamespaceNotFound(ns)),
-                    Method::DELETE => match dry_run(&q) {
-                        Ok(dry) => self.store.delete_namespace(&ns, dry),
-                        Err(r) => return status_response(r),
-                    },
-                    _ => return status_response(status::method_not_allowed()),
-                };
-                match (result, repr) {
-                    (Ok(obj), Representation::Table(opts)) => {
-                        let rv = obj.pointer("/metadata/resourceVersion").cloned();
-                        let metadata = json!({"resourceVersion": rv});
-                        json_response(200, &table::namespace_table(&[obj], opts, metadata))
-                    }
-                    (Ok(obj), _) => json_response(200, &obj),
-                    (Err(e), _) => error_response(&e),
-                }
-            }
+            Route::Namespaces => self.namespaces(&method, &q, repr, req).await,
+            Route::Namespace(ns) => self.namespace(&method, ns, &q, repr),
             Route::Collection {
                 kind,
                 namespace,
@@ -1109,26 +1062,6 @@ fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Response<
         }
     }
     response
-}
-
-/// The dry-run flag and the name of the Namespace a create request sends (as JSON, YAML or,
-/// like kubectl 1.33, protobuf), or the error response to send instead.
-async fn read_namespace_name(
-    q: &Query,
-    req: Request<Incoming>,
-) -> Result<(bool, String), Response<Body>> {
-    let dry = dry_run(q).map_err(status_response)?;
-    let ct = content_type(&req);
-    let bytes = read_body(req.into_body()).await.map_err(status_response)?;
-    let name = if ct.contains("protobuf") {
-        protobuf::object_name(&bytes)
-            .ok_or_else(|| bad_request("the body of the request is not a Namespace"))?
-    } else {
-        let obj = decode_body(&bytes, &ct).map_err(status_response)?;
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str);
-        name.unwrap_or("").to_owned()
-    };
-    Ok((dry, name))
 }
 
 /// The dry-run flag and the decoded object of a create or replace request, or the error
