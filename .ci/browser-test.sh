@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The dashboard and discovery-client.js: unit tests of the client module (node's test
-# runner) and browser tests in headless Chromium (playwright-core driving Debian's
-# chromium) against the real binaries. Installs what is missing (as root on Debian),
-# builds the binary, and ends with one line "N passed, M failed"; exits non-zero on any
-# failure. Screenshots go to ${CI_OUTPUT_DIR:-target/ci-output}.
+# The dashboard, discovery-client.js and the lego-loco integration (liveInstances.js):
+# unit tests of the client modules (node's test runner) and browser tests in headless
+# Chromium (playwright-core driving Debian's chromium) against the real binaries. Installs
+# what is missing (as root on Debian), builds the binary, and ends with one line
+# "N passed, M failed"; exits non-zero on any failure. Screenshots go to
+# ${CI_OUTPUT_DIR:-target/ci-output}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -87,7 +88,9 @@ run() {
 }
 
 run "unit tests of discovery-client.js" 60 unit/discovery-client.test.mjs
+run "unit tests of liveInstances.js" 60 unit/liveInstances.test.mjs
 run "browser tests (headless Chromium)" 200 browser/dashboard.test.mjs
+run "lego-loco integration in headless Chromium" 160 browser/lego-loco.test.mjs
 
 section "summary"
 [ -f "$CI_OUTPUT_DIR/dashboard.png" ] && echo "screenshot: $CI_OUTPUT_DIR/dashboard.png"

@@ -12,10 +12,15 @@
 - terminationGracePeriodSeconds exceeds SHUTDOWN_GRACE plus the preStop sleep, and the
   heartbeat is below the ingress' read timeout, so no proxy cuts an idle stream;
 - the Service, PodDisruptionBudget, HPA and ServiceMonitor select or target the
-  gateway's pods and ports; a PDB never blocks the drain of a single replica.
+  gateway's pods and ports; a PDB never blocks the drain of a single replica;
+- the PrometheusRule's alerts pick the job the ServiceMonitor gives the gateway's series
+  (the Service's name) and carry severity, summary, description and runbook_url; the
+  ServiceMonitor keeps the gateway's `service` label (honorLabels), which they group by;
+- the dashboard ConfigMap carries a label for Grafana's sidecar and valid dashboard JSON.
 """
 
 import argparse
+import json
 import re
 import sys
 
@@ -188,6 +193,38 @@ def check(docs, mode=None):
                 problems.append(f"ServiceMonitor scrapes port {ep.get('port')!r}, which the Service lacks")
             if ep.get("path") != "/metrics":
                 problems.append("ServiceMonitor does not scrape /metrics")
+            if kinds.get("PrometheusRule") and ep.get("honorLabels") is not True:
+                problems.append("ServiceMonitor without honorLabels: the alerts' service label becomes exported_service")
+    jobs = {s["metadata"]["name"] for s in gateway_services if not any(sm["spec"].get("jobLabel") for sm in kinds.get("ServiceMonitor", []))}
+    for rule_doc in kinds.get("PrometheusRule", []):
+        where = f"PrometheusRule {rule_doc['metadata']['name']}"
+        alerts = [r for g in rule_doc["spec"].get("groups", []) for r in g.get("rules", []) if "alert" in r]
+        if not alerts:
+            problems.append(f"{where}: no alerts")
+        for rule in alerts:
+            named = set(re.findall(r'\bjob="([^"]*)"', rule["expr"]))
+            if jobs and not named <= jobs:
+                problems.append(f"{where} {rule['alert']}: picks job {sorted(named - jobs)}, but the ServiceMonitor's job is {sorted(jobs)}")
+            if not (rule.get("labels") or {}).get("severity"):
+                problems.append(f"{where} {rule['alert']}: no severity label")
+            missing = {"summary", "description", "runbook_url"} - set(rule.get("annotations") or {})
+            if missing:
+                problems.append(f"{where} {rule['alert']}: lacks annotations {sorted(missing)}")
+    for cm in kinds.get("ConfigMap", []):
+        for key, text in (cm.get("data") or {}).items():
+            if not key.endswith(".json"):
+                continue
+            where = f"ConfigMap {cm['metadata']['name']}"
+            own = set(pod_labels) | {"helm.sh/chart", "app.kubernetes.io/version", "app.kubernetes.io/managed-by"}
+            if not set(cm["metadata"].get("labels") or {}) - own:
+                problems.append(f"{where}: a dashboard without a label for Grafana's sidecar")
+            try:
+                dashboard = json.loads(text)
+            except ValueError as e:
+                problems.append(f"{where}: {key} is not JSON: {e}")
+                continue
+            if not dashboard.get("uid") or not dashboard.get("panels"):
+                problems.append(f"{where}: {key} is no dashboard (no uid or panels)")
     return problems
 
 

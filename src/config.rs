@@ -4,8 +4,10 @@
 //! deployment already uses (`KUBERNETES_NAMESPACE`, `EMULATOR_SERVICE_NAME`,
 //! `DISCOVERY_MODE`) plus `LISTEN_ADDR`.
 
+use crate::consistency::ConsistencyCheck;
 use crate::http::stream::StreamConfig;
 use crate::probe::ProbeConfig;
+use crate::watch::WatchBackoff;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use loco_discovery_core::dns::DnsNaming;
 use loco_discovery_core::hub::HubLimits;
@@ -292,6 +294,10 @@ pub struct GatewayConfig {
     pub prefer_zone: Option<String>,
     /// How often followed files are read again.
     pub file_poll: Duration,
+    /// The wait before listing again after a watch error.
+    pub watch_backoff: WatchBackoff,
+    /// How often the watched view is compared with a fresh list of the API.
+    pub consistency: ConsistencyCheck,
 }
 
 impl GatewayConfig {
@@ -310,6 +316,8 @@ impl GatewayConfig {
             health_check: None,
             prefer_zone: None,
             file_poll: Duration::from_secs(1),
+            watch_backoff: WatchBackoff::default(),
+            consistency: ConsistencyCheck::default(),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! ([`loco_discovery_core`], pure) → [`http`]. [`run`] wires them. The simulated
 //! Kubernetes API server for tests and the demo is its own crate, `loco-discovery-sim`.
 
+pub mod client;
 pub mod config;
+pub mod consistency;
 pub mod files;
 pub mod http;
 pub mod metrics;
@@ -13,6 +15,7 @@ pub mod sources;
 pub mod trigger_time;
 pub mod watch;
 
+pub use crate::client::kube_client;
 use crate::config::DiscoveryMode;
 pub use crate::config::GatewayConfig;
 use crate::http::stream::StreamConfig;
@@ -25,6 +28,7 @@ use loco_discovery_core::metadata::MetadataMap;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Runs the gateway: the watch and the HTTP server on `listener`, until `shutdown` is
 /// cancelled. Tests bind `127.0.0.1:0` and own the token.
@@ -94,14 +98,22 @@ pub async fn run_gateway(
         ));
     }
     drop(inputs);
-    let watch = tokio::spawn(watch::run_discovery(
-        source,
-        target,
-        config.index.clone(),
-        hub.clone(),
-        input_rx,
-        shutdown.clone().cancelled_owned(),
-    ));
+    // The caller's span (a replica's name in tests) follows the watch into its task.
+    let watch = tokio::spawn(
+        watch::run_discovery(
+            source,
+            target,
+            watch::DiscoverySettings {
+                index: config.index.clone(),
+                backoff: config.watch_backoff,
+                consistency: config.consistency,
+            },
+            hub.clone(),
+            input_rx,
+            shutdown.clone().cancelled_owned(),
+        )
+        .in_current_span(),
+    );
     let stream = StreamConfig {
         shutdown: shutdown.clone(),
         ..config.stream.clone()

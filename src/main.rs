@@ -10,7 +10,7 @@ use loco_discovery::config::{
     Cli, Command, DemoArgs, DiscoveryMode, ScenarioArgs, ScenarioName, ServeArgs, SimArgs,
 };
 use loco_discovery::GatewayConfig;
-use loco_discovery_sim::scenario::{run_scenario, ScenarioConfig};
+use loco_discovery_sim::scenario::{run_scenario, run_scenario_already_up, ScenarioConfig};
 use loco_discovery_sim::{write_kubeconfig, Sim, SimOptions};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -159,7 +159,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     })?;
     let cluster_url = kube_config.cluster_url.clone();
     let client =
-        kube::Client::try_from(kube_config).context("cannot create a Kubernetes client")?;
+        loco_discovery::kube_client(kube_config).context("cannot create a Kubernetes client")?;
     check_cluster(&client, &config, args.connect_timeout)
         .await
         .with_context(|| format!("cluster {cluster_url}"))?;
@@ -241,7 +241,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     };
     let mut config = GatewayConfig::new("loco", vec!["loco-loco-emulator".into()]);
     args.stream.apply(&mut config);
-    tokio::spawn(run_scenario(
+    tokio::spawn(run_scenario_already_up(
         sim.store.clone(),
         scenario_config(&config.namespace, &config.services[0], &args.scenario_args),
         shutdown.clone(),
@@ -249,7 +249,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let url = format!("http://{sim_addr}")
         .parse()
         .context("simulated API URL")?;
-    let client = kube::Client::try_from(kube::Config::new(url))
+    let client = loco_discovery::kube_client(kube::Config::new(url))
         .context("cannot create a client for the simulated API")?;
     say!(
         "simulated cluster: http://{sim_addr} ({} emulator pods)",

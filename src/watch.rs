@@ -5,6 +5,7 @@
 //! Objects arrive as `DynamicObject` and are decoded one by one, so a single malformed
 //! object is skipped and counted instead of failing the whole list forever.
 
+use crate::consistency::{ConsistencyCheck, KnownObjects, ObjectStamp};
 use crate::metrics as m;
 use crate::sources::{merge_metadata, EndpointsAdapter, StaticInstances};
 use crate::trigger_time::{record, TriggerTimes};
@@ -12,9 +13,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
 use loco_discovery_core::hub::Hub;
 use loco_discovery_core::index::{
     Anomaly, EndpointIndex, IndexConfig, Outcome, SERVICE_NAME_LABEL,
@@ -23,7 +23,7 @@ use loco_discovery_core::metadata::MetadataMap;
 use loco_discovery_core::model::Probe;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// What to watch: the services' EndpointSlices in one namespace.
@@ -43,10 +43,25 @@ impl WatchTarget {
     }
 }
 
+/// Whether an API error says the resourceVersion asked for is newer than anything the
+/// server has: the server's history is not the one the version came from (an API server
+/// restored from a backup, or a new cluster behind the same address).
+fn is_too_large_resource_version(status: &kube::core::Status) -> bool {
+    status.code == 504
+        && (status.details.as_ref().is_some_and(|d| {
+            d.causes
+                .iter()
+                .any(|c| c.reason == "ResourceVersionTooLarge")
+        }) || status.message.contains("Too large resource version"))
+}
+
 /// A stable, bounded name for a watch error, used in logs and as a metric label.
 pub fn error_reason(error: &watcher::Error) -> &'static str {
     fn client_reason(error: &kube::Error) -> &'static str {
         match error {
+            kube::Error::Api(status) if is_too_large_resource_version(status) => {
+                "too_large_resource_version"
+            }
             kube::Error::Api(status) if status.code == 410 => "gone_410",
             kube::Error::Api(status) if status.code >= 500 => "http_5xx",
             kube::Error::Api(_) => "http_4xx",
@@ -60,6 +75,9 @@ pub fn error_reason(error: &watcher::Error) -> &'static str {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
         | watcher::Error::WatchFailed(e) => client_reason(e),
+        watcher::Error::WatchError(status) if is_too_large_resource_version(status) => {
+            "too_large_resource_version"
+        }
         watcher::Error::WatchError(status) if status.code == 410 => "gone_410",
         watcher::Error::WatchError(status) if status.code >= 500 => "http_5xx",
         watcher::Error::WatchError(_) => "http_4xx",
@@ -109,6 +127,26 @@ fn deleted_slice(object: DynamicObject, target: &WatchTarget) -> EndpointSlice {
         metadata,
         ..EndpointSlice::default()
     })
+}
+
+/// An added or modified slice as `(apply, delete)`: one that does not decode counts as
+/// absent, so a replica that watched it change and one that listed it afterwards agree
+/// (neither shows its endpoints).
+fn changed_slice(
+    object: DynamicObject,
+    target: &WatchTarget,
+) -> (Vec<EndpointSlice>, Vec<EndpointSlice>) {
+    let metadata = object.metadata.clone();
+    match decode(object, target) {
+        Some(slice) => (vec![slice], Vec::new()),
+        None => (
+            Vec::new(),
+            vec![EndpointSlice {
+                metadata,
+                ..EndpointSlice::default()
+            }],
+        ),
+    }
 }
 
 /// Warns about and counts what lost information; normal shapes are noted at debug level.
@@ -169,7 +207,11 @@ pub enum Input {
 /// One change from a source, in the index's terms.
 enum SourceEvent {
     Init,
-    Listed(Vec<EndpointSlice>),
+    /// One object of a list; `stamp` is `None` for an object the gateway does not want.
+    Listed {
+        slices: Vec<EndpointSlice>,
+        stamp: Option<ObjectStamp>,
+    },
     InitDone,
     Changed {
         apply: Vec<EndpointSlice>,
@@ -178,6 +220,9 @@ enum SourceEvent {
         change_time: Option<DateTime<Utc>>,
         service: String,
         received: Instant,
+        /// The object that changed, and whether it is gone.
+        stamp: ObjectStamp,
+        deleted: bool,
     },
     Failed(&'static str, String),
 }
@@ -190,52 +235,60 @@ fn slice_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
     let config = watcher::Config::default().labels(&target.label_selector());
     let target = target.clone();
     let mut times = TriggerTimes::default();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .map(move |event| match event {
-            Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
-            Ok(Event::Init) => {
-                times.relist();
-                SourceEvent::Init
+    let stream = watcher(api, config).map(move |event| match event {
+        Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
+        Ok(Event::Init) => {
+            times.relist();
+            SourceEvent::Init
+        }
+        Ok(Event::InitApply(object)) => {
+            record(
+                times.listed(&object.metadata),
+                &service_of(&object),
+                Utc::now(),
+            );
+            SourceEvent::Listed {
+                stamp: Some(ObjectStamp::of(&object.metadata)),
+                slices: decode(object, &target).into_iter().collect(),
             }
-            Ok(Event::InitApply(object)) => {
-                record(
-                    times.listed(&object.metadata),
-                    &service_of(&object),
-                    Utc::now(),
-                );
-                SourceEvent::Listed(decode(object, &target).into_iter().collect())
+        }
+        Ok(Event::InitDone) => SourceEvent::InitDone,
+        Ok(Event::Apply(object)) => {
+            let received = Instant::now();
+            let service = service_of(&object);
+            let change_time = record(times.changed(&object.metadata), &service, Utc::now());
+            let origin = origin_of(&object);
+            let stamp = ObjectStamp::of(&object.metadata);
+            let (apply, delete) = changed_slice(object, &target);
+            SourceEvent::Changed {
+                apply,
+                delete,
+                origin,
+                change_time,
+                service,
+                received,
+                stamp,
+                deleted: false,
             }
-            Ok(Event::InitDone) => SourceEvent::InitDone,
-            Ok(Event::Apply(object)) => {
-                let received = Instant::now();
-                let service = service_of(&object);
-                let change_time = record(times.changed(&object.metadata), &service, Utc::now());
-                let origin = origin_of(&object);
-                SourceEvent::Changed {
-                    apply: decode(object, &target).into_iter().collect(),
-                    delete: Vec::new(),
-                    origin,
-                    change_time,
-                    service,
-                    received,
-                }
+        }
+        Ok(Event::Delete(object)) => {
+            let received = Instant::now();
+            let service = service_of(&object);
+            let origin = origin_of(&object);
+            let stamp = ObjectStamp::of(&object.metadata);
+            times.deleted(&object.metadata);
+            SourceEvent::Changed {
+                apply: Vec::new(),
+                delete: vec![deleted_slice(object, &target)],
+                origin,
+                change_time: None,
+                service,
+                received,
+                stamp,
+                deleted: true,
             }
-            Ok(Event::Delete(object)) => {
-                let received = Instant::now();
-                let service = service_of(&object);
-                let origin = origin_of(&object);
-                times.deleted(&object.metadata);
-                SourceEvent::Changed {
-                    apply: Vec::new(),
-                    delete: vec![deleted_slice(object, &target)],
-                    origin,
-                    change_time: None,
-                    service,
-                    received,
-                }
-            }
-        });
+        }
+    });
     Box::pin(stream)
 }
 
@@ -268,66 +321,83 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
             }
         }
     };
-    let stream = watcher(api, config)
-        .default_backoff()
-        .map(move |event| match event {
-            Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
-            Ok(Event::Init) => {
-                adapter.reset();
-                times.relist();
-                SourceEvent::Init
+    let stream = watcher(api, config).map(move |event| match event {
+        Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
+        Ok(Event::Init) => {
+            adapter.reset();
+            times.relist();
+            SourceEvent::Init
+        }
+        Ok(Event::InitDone) => SourceEvent::InitDone,
+        Ok(Event::InitApply(object) | Event::Apply(object) | Event::Delete(object))
+            if !wanted(&object) =>
+        {
+            SourceEvent::Listed {
+                slices: Vec::new(),
+                stamp: None,
             }
-            Ok(Event::InitDone) => SourceEvent::InitDone,
-            Ok(Event::InitApply(object) | Event::Apply(object) | Event::Delete(object))
-                if !wanted(&object) =>
-            {
-                SourceEvent::Listed(Vec::new())
+        }
+        Ok(Event::InitApply(object)) => {
+            let service = object.metadata.name.clone().unwrap_or_default();
+            record(times.listed(&object.metadata), &service, Utc::now());
+            let stamp = Some(ObjectStamp::of(&object.metadata));
+            let slices = decode_endpoints(object)
+                .map(|e| adapter.apply(&e).0)
+                .unwrap_or_default();
+            SourceEvent::Listed { slices, stamp }
+        }
+        Ok(Event::Apply(object)) => {
+            let received = Instant::now();
+            let service = object.metadata.name.clone().unwrap_or_default();
+            let change_time = record(times.changed(&object.metadata), &service, Utc::now());
+            let origin = origin_of(&object);
+            let metadata = object.metadata.clone();
+            let stamp = ObjectStamp::of(&metadata);
+            // An Endpoints object that does not decode counts as absent, as in a list.
+            let (apply, delete) = match decode_endpoints(object) {
+                Some(endpoints) => adapter.apply(&endpoints),
+                None => (
+                    Vec::new(),
+                    adapter.delete(&Endpoints {
+                        metadata,
+                        ..Endpoints::default()
+                    }),
+                ),
+            };
+            SourceEvent::Changed {
+                apply,
+                delete,
+                origin,
+                change_time,
+                service,
+                received,
+                stamp,
+                deleted: false,
             }
-            Ok(Event::InitApply(object)) => {
-                let service = object.metadata.name.clone().unwrap_or_default();
-                record(times.listed(&object.metadata), &service, Utc::now());
-                let slices = decode_endpoints(object)
-                    .map(|e| adapter.apply(&e).0)
-                    .unwrap_or_default();
-                SourceEvent::Listed(slices)
+        }
+        Ok(Event::Delete(object)) => {
+            let received = Instant::now();
+            let service = object.metadata.name.clone().unwrap_or_default();
+            let origin = origin_of(&object);
+            let stamp = ObjectStamp::of(&object.metadata);
+            times.deleted(&object.metadata);
+            let gone = Endpoints {
+                metadata: object.metadata.clone(),
+                ..Endpoints::default()
+            };
+            let delete = adapter.delete(&gone);
+            SourceEvent::Changed {
+                apply: Vec::new(),
+                delete,
+                origin,
+                change_time: None,
+                service,
+                received,
+                stamp,
+                deleted: true,
             }
-            Ok(Event::Apply(object)) => {
-                let received = Instant::now();
-                let service = object.metadata.name.clone().unwrap_or_default();
-                let change_time = record(times.changed(&object.metadata), &service, Utc::now());
-                let origin = origin_of(&object);
-                let (apply, delete) = decode_endpoints(object)
-                    .map(|e| adapter.apply(&e))
-                    .unwrap_or_default();
-                SourceEvent::Changed {
-                    apply,
-                    delete,
-                    origin,
-                    change_time,
-                    service,
-                    received,
-                }
-            }
-            Ok(Event::Delete(object)) => {
-                let received = Instant::now();
-                let service = object.metadata.name.clone().unwrap_or_default();
-                let origin = origin_of(&object);
-                times.deleted(&object.metadata);
-                let gone = Endpoints {
-                    metadata: object.metadata.clone(),
-                    ..Endpoints::default()
-                };
-                let delete = adapter.delete(&gone);
-                SourceEvent::Changed {
-                    apply: Vec::new(),
-                    delete,
-                    origin,
-                    change_time: None,
-                    service,
-                    received,
-                }
-            }
-        });
+        }
+    });
     Box::pin(stream)
 }
 
@@ -342,29 +412,143 @@ pub enum Source {
     Static,
 }
 
+impl Source {
+    /// A fresh event stream: for Kubernetes, a new watcher that starts with a list.
+    fn events(&self, target: &WatchTarget) -> SourceStream {
+        match self {
+            Source::Kubernetes {
+                client,
+                kind: WatchKind::EndpointSlices,
+            } => slice_events(client.clone(), target),
+            Source::Kubernetes {
+                client,
+                kind: WatchKind::Endpoints,
+            } => endpoints_events(client.clone(), target),
+            Source::Static => Box::pin(futures::stream::pending()),
+        }
+    }
+
+    /// The watched objects as a fresh list sees them (metadata only), for the
+    /// consistency check; `None` for a source with nothing to check.
+    fn list_stamps(
+        &self,
+        target: &WatchTarget,
+    ) -> Option<futures::future::BoxFuture<'static, Result<Vec<ObjectStamp>, kube::Error>>> {
+        let Source::Kubernetes { client, kind } = self else {
+            return None;
+        };
+        let (resource, params) = match kind {
+            WatchKind::EndpointSlices => (
+                ApiResource::erase::<EndpointSlice>(&()),
+                ListParams::default().labels(&target.label_selector()),
+            ),
+            WatchKind::Endpoints => (ApiResource::erase::<Endpoints>(&()), ListParams::default()),
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &target.namespace, &resource);
+        let services = target.services.clone();
+        let kind = *kind;
+        Some(Box::pin(async move {
+            let list = api.list_metadata(&params).await?;
+            Ok(list
+                .items
+                .iter()
+                .filter(|o| {
+                    kind == WatchKind::EndpointSlices
+                        || o.metadata
+                            .name
+                            .as_ref()
+                            .is_some_and(|n| services.contains(n))
+                })
+                .map(|o| ObjectStamp::of(&o.metadata))
+                .collect())
+        }))
+    }
+}
+
+/// How long the watch waits before listing again after an error: jittered exponential
+/// backoff from `min` up to `max`, reset by every complete list.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchBackoff {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            min: Duration::from_millis(800),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WatchBackoff {
+    fn delays(&self) -> backon::ExponentialBackoff {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
+/// The event id prefix of a change: the watch event's resourceVersion, the same on every
+/// replica, followed by the digest of this replica's own inputs when it has any (so a
+/// replica whose probes or metadata differ never honours another's id).
+fn change_origin(resource_version: &str, overlay: Option<u32>) -> String {
+    match overlay {
+        None => resource_version.to_owned(),
+        Some(digest) => format!("{resource_version}_{digest:08x}"),
+    }
+}
+
+/// How the discovery loop builds its index and keeps its watch honest.
+#[derive(Clone, Debug, Default)]
+pub struct DiscoverySettings {
+    pub index: IndexConfig,
+    pub backoff: WatchBackoff,
+    pub consistency: ConsistencyCheck,
+}
+
+/// What woke the discovery loop.
+enum Wake {
+    Shutdown,
+    Input(Option<Input>),
+    Restart,
+    Event(Option<SourceEvent>),
+    CheckDue,
+    Checked(Result<Vec<ObjectStamp>, kube::Error>),
+}
+
 /// Runs discovery until `shutdown` resolves: the source's events and the `inputs` feed
 /// one index, whose deltas are published to the hub. Kubernetes errors never end the
-/// loop: the watcher retries with jittered exponential backoff (0.8 s up to 30 s) and
-/// re-lists when the API says its resourceVersion is gone.
+/// loop: after any watch error the watch is dropped and, after a jittered exponential
+/// backoff, started again with a fresh list, which confirms the view against the API
+/// (a watch resumed from an old resourceVersion cannot: a quiet cluster sends nothing,
+/// and an API server with another history may accept the version and skip everything
+/// up to it). The list is swapped in whole, so only the net change is published.
 pub async fn run_discovery(
     source: Source,
     target: WatchTarget,
-    index_config: IndexConfig,
+    settings: DiscoverySettings,
     hub: Arc<Hub>,
     mut inputs: tokio::sync::mpsc::Receiver<Input>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut events: SourceStream = match source {
-        Source::Kubernetes {
-            client,
-            kind: WatchKind::EndpointSlices,
-        } => slice_events(client, &target),
-        Source::Kubernetes {
-            client,
-            kind: WatchKind::Endpoints,
-        } => endpoints_events(client, &target),
-        Source::Static => Box::pin(futures::stream::pending()),
-    };
+    let DiscoverySettings {
+        index: index_config,
+        backoff,
+        consistency,
+    } = settings;
+    let mut events: Option<SourceStream> = Some(source.events(&target));
+    let mut restart_at: Option<tokio::time::Instant> = None;
+    let mut delays = backoff.delays();
+    let mut known = KnownObjects::default();
+    let mut check_at = tokio::time::Instant::now() + consistency.interval;
+    let mut check: Option<futures::future::BoxFuture<'static, _>> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut index = EndpointIndex::new(index_config);
     let mut failing = false;
@@ -378,73 +562,153 @@ pub async fn run_discovery(
     metrics::gauge!(m::WATCH_READY).set(0.0);
     info!(namespace = %target.namespace, services = ?target.services, "discovery starting");
     loop {
-        let event = tokio::select! {
-            _ = &mut shutdown => break,
-            input = inputs.recv(), if inputs_open => match input {
-                None => { inputs_open = false; continue; }
-                Some(Input::Metadata(metadata)) => {
-                    file_metadata = metadata;
-                    let merged = merge_metadata(&static_names, &file_metadata);
-                    let outcome = index.set_metadata(merged, Utc::now());
-                    lists += 1;
-                    publish(&hub, outcome, &format!("meta-{boot:08x}-{lists}"), None);
-                    continue;
-                }
-                Some(Input::Probe { key, probe }) => {
-                    let outcome = index.set_probe(&key, probe, Utc::now());
-                    if !outcome.deltas.is_empty() {
-                        lists += 1;
-                        publish(&hub, outcome, &format!("probe-{boot:08x}-{lists}"), None);
-                    }
-                    continue;
-                }
-                Some(Input::Static(instances)) => {
-                    let instances = *instances;
-                    static_names = instances.names;
-                    index.set_metadata(merge_metadata(&static_names, &file_metadata), Utc::now());
-                    index.begin_relist();
-                    index.relist_apply(instances.slice);
-                    let outcome = index.finish_relist(Utc::now());
-                    lists += 1;
-                    info!(instances = index.instances().len(), "static instances loaded");
-                    publish(&hub, outcome, &format!("static-{boot:08x}-{lists}"), None);
-                    hub.mark_ready(Utc::now());
-                    metrics::gauge!(m::WATCH_READY).set(1.0);
-                    continue;
-                }
-            },
-            event = events.next() => event,
+        let wake = tokio::select! {
+            _ = &mut shutdown => Wake::Shutdown,
+            input = inputs.recv(), if inputs_open => Wake::Input(input),
+            _ = async { tokio::time::sleep_until(restart_at.unwrap_or_else(tokio::time::Instant::now)).await },
+                if restart_at.is_some() => Wake::Restart,
+            event = async { events.as_mut().expect("guarded").next().await }, if events.is_some() => Wake::Event(event),
+            _ = tokio::time::sleep_until(check_at), if check.is_none() && events.is_some() => Wake::CheckDue,
+            listed = async { check.as_mut().expect("guarded").await }, if check.is_some() => Wake::Checked(listed),
         };
-        let Some(event) = event else { break };
+        let event = match wake {
+            Wake::Shutdown => break,
+            Wake::Restart => {
+                restart_at = None;
+                events = Some(source.events(&target));
+                continue;
+            }
+            Wake::Input(None) => {
+                inputs_open = false;
+                continue;
+            }
+            Wake::Input(Some(Input::Metadata(metadata))) => {
+                file_metadata = metadata;
+                let merged = merge_metadata(&static_names, &file_metadata);
+                let outcome = index.set_metadata(merged, Utc::now());
+                lists += 1;
+                publish(&hub, outcome, &format!("meta-{boot:08x}-{lists}"), None);
+                continue;
+            }
+            Wake::Input(Some(Input::Probe { key, probe })) => {
+                let outcome = index.set_probe(&key, probe, Utc::now());
+                if !outcome.deltas.is_empty() {
+                    lists += 1;
+                    publish(&hub, outcome, &format!("probe-{boot:08x}-{lists}"), None);
+                }
+                continue;
+            }
+            Wake::Input(Some(Input::Static(instances))) => {
+                let instances = *instances;
+                static_names = instances.names;
+                let now = Utc::now();
+                // Names first (an entry whose name alone changed is an update), then the
+                // instances themselves.
+                let mut outcome =
+                    index.set_metadata(merge_metadata(&static_names, &file_metadata), now);
+                index.begin_relist();
+                index.relist_apply(instances.slice);
+                let listed = index.finish_relist(now);
+                outcome.deltas.extend(listed.deltas);
+                outcome.anomalies.extend(listed.anomalies);
+                lists += 1;
+                info!(
+                    instances = index.instances().len(),
+                    "static instances loaded"
+                );
+                publish(&hub, outcome, &format!("static-{boot:08x}-{lists}"), None);
+                hub.mark_ready(Utc::now());
+                metrics::gauge!(m::WATCH_READY).set(1.0);
+                continue;
+            }
+            Wake::Event(None) => {
+                // A source stream never ends by itself; start it again if it does.
+                events = None;
+                restart_at =
+                    Some(tokio::time::Instant::now() + delays.next().unwrap_or(backoff.max));
+                continue;
+            }
+            Wake::CheckDue => {
+                check = source.list_stamps(&target);
+                check_at = tokio::time::Instant::now() + consistency.interval;
+                continue;
+            }
+            Wake::Checked(listed) => {
+                check = None;
+                let listed = match listed {
+                    Ok(listed) if !known.listing() && events.is_some() => listed,
+                    Ok(_) => continue,
+                    Err(error) => {
+                        debug!(%error, "consistency check: the list failed; the watch will tell");
+                        continue;
+                    }
+                };
+                match known.check(listed) {
+                    None if known.has_suspect() => {
+                        check_at = tokio::time::Instant::now() + consistency.recheck;
+                        continue;
+                    }
+                    None => continue,
+                    Some(differences) => {
+                        let sample: Vec<String> = differences
+                            .iter()
+                            .take(3)
+                            .map(|(watched, listed)| {
+                                format!("watched {watched:?}, listed {listed:?}")
+                            })
+                            .collect();
+                        SourceEvent::Failed(
+                            "inconsistent",
+                            format!(
+                                "{} objects differ from a fresh list (the API server's history is not the one the watch resumed in?), e.g. {}",
+                                differences.len(),
+                                sample.join("; ")
+                            ),
+                        )
+                    }
+                }
+            }
+            Wake::Event(Some(event)) => event,
+        };
         if let SourceEvent::Failed(reason, error) = &event {
+            let delay = delays.next().unwrap_or(backoff.max);
             warn!(namespace = %target.namespace, services = ?target.services, reason, %error,
-                  "watch error; retrying with backoff");
+                  retry_in = ?delay, "watch error; listing again after a backoff");
             metrics::counter!(m::WATCH_ERRORS, "reason" => *reason).increment(1);
             failing = true;
             hub.mark_unsynced();
+            events = None;
+            check = None;
+            restart_at = Some(tokio::time::Instant::now() + delay);
             continue;
-        }
-        if failing {
-            info!(namespace = %target.namespace, "watch recovered");
-            failing = false;
         }
         match event {
             SourceEvent::Failed(..) => {}
             SourceEvent::Init => {
                 info!(namespace = %target.namespace, "listing");
                 index.begin_relist();
+                known.begin_list();
             }
-            SourceEvent::Listed(slices) => {
+            SourceEvent::Listed { slices, stamp } => {
                 if index.relisting() {
                     for slice in slices {
                         index.relist_apply(slice);
                     }
                 }
+                if let Some(stamp) = stamp {
+                    known.listed(stamp);
+                }
             }
             SourceEvent::InitDone => {
+                known.finish_list();
+                check_at = tokio::time::Instant::now() + consistency.interval;
                 let outcome = index.finish_relist(Utc::now());
                 info!(namespace = %target.namespace, deltas = outcome.deltas.len(),
                       instances = index.instances().len(), "list complete");
+                if failing {
+                    info!(namespace = %target.namespace, "watch recovered");
+                    failing = false;
+                }
                 if index.instances().is_empty() {
                     info!(namespace = %target.namespace, services = ?target.services,
                           "no endpoints found for the watched services (yet)");
@@ -452,6 +716,7 @@ pub async fn run_discovery(
                 lists += 1;
                 publish(&hub, outcome, &format!("list-{boot:08x}-{lists}"), None);
                 hub.mark_ready(Utc::now());
+                delays = backoff.delays();
                 metrics::counter!(m::WATCH_RELISTS).increment(1);
                 metrics::gauge!(m::WATCH_READY).set(1.0);
             }
@@ -462,7 +727,14 @@ pub async fn run_discovery(
                 change_time,
                 service,
                 received,
+                stamp,
+                deleted,
             } => {
+                if deleted {
+                    known.deleted(&stamp.name);
+                } else {
+                    known.applied(stamp);
+                }
                 let now = Utc::now();
                 let mut outcome = Outcome::default();
                 for slice in &delete {
@@ -475,7 +747,15 @@ pub async fn run_discovery(
                     outcome.deltas.extend(o.deltas);
                     outcome.anomalies.extend(o.anomalies);
                 }
+                if let Ok(resource_version) = origin.parse::<u64>() {
+                    if hub.observe_resource_version(resource_version) {
+                        warn!(namespace = %target.namespace, resource_version,
+                              "the API server's resourceVersion went back: another history; resetting every subscriber");
+                    }
+                }
+                let origin = change_origin(&origin, index.overlay_digest());
                 publish(&hub, outcome, &origin, change_time);
+                hub.confirm(now);
                 metrics::histogram!(m::RECEIPT_TO_PUBLISHED, "service" => service)
                     .record(received.elapsed().as_secs_f64());
             }

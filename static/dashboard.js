@@ -29,6 +29,11 @@ function statusInfo(word) {
   return STATUS[word] ?? STATUS.unknown;
 }
 
+/** `state` is the gateway's word; `status` is the lego-loco card word (and the only one older gateways send). */
+function stateOf(instance) {
+  return instance.state ?? instance.status;
+}
+
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
@@ -132,7 +137,7 @@ function cardSignature(slot) {
   const i = slot.instance;
   if (!i) return `empty:${slot.ordinal}`;
   return JSON.stringify([
-    i.name, i.status, i.podName, i.addresses?.podIP, i.kubernetes?.nodeName,
+    i.name, stateOf(i), i.podName, i.addresses?.podIP, i.kubernetes?.nodeName,
     i.kubernetes?.zone, i.ports, i.health?.lastTransition, i.health?.details, slot.ordinal,
   ]);
 }
@@ -146,13 +151,13 @@ function renderCard(slot) {
         h('h3', { class: 'name', text: 'Empty slot' })),
       h('p', { class: 'empty-text', text: `instance-${slot.ordinal} is not running` }));
   }
-  const info = statusInfo(i.status);
+  const info = statusInfo(stateOf(i));
   const titleId = `t-${i.key.replace(/[^A-Za-z0-9_-]/g, '_')}`;
   return h('article', {
     class: `card tone-${info.tone}`,
     'data-key': i.key,
     'data-id': i.id,
-    'data-status': i.status,
+    'data-status': stateOf(i),
     'aria-labelledby': titleId,
   },
   h('div', { class: 'card-head' },
@@ -247,7 +252,7 @@ function renderHeader(instances, state, meta) {
   let ready = 0;
   let notReady = 0;
   for (const i of instances.values()) {
-    if (statusInfo(i.status).ready) ready++;
+    if (statusInfo(stateOf(i)).ready) ready++;
     else notReady++;
   }
   $('mode-name').textContent = meta?.mode ?? '…';
@@ -292,7 +297,7 @@ function logLine(change) {
   }
   if (type === 'fallback') return null;
   const instance = event?.instance;
-  const status = instance ? statusInfo(instance.status).label.toLowerCase() : '';
+  const status = instance ? statusInfo(stateOf(instance)).label.toLowerCase() : '';
   const reason = event?.reason ? ` (${event.reason})` : '';
   const what = {
     InstanceAdded: `added, ${status}`,

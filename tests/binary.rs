@@ -12,6 +12,33 @@ fn live(url: &str) -> serde_json::Value {
 }
 
 #[test]
+fn demo_starts_with_nine_ready_instances_within_five_seconds() {
+    let started = Instant::now();
+    let (_demo, dashboard) = start_marked(&["demo", "--listen", "127.0.0.1:0"], "demo: open");
+    let url = format!("{dashboard}api/instances/live");
+    loop {
+        let view = live(&url);
+        let ready: Vec<&str> = view["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["status"] == "ready" && i["ready"] == true)
+            .map(|i| i["id"].as_str().unwrap())
+            .collect();
+        if ready.len() == 9 {
+            let ids: Vec<String> = (0..9).map(|n| format!("instance-{n}")).collect();
+            assert_eq!(ready, ids, "the nine slots of the grid, in order");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no nine ready instances 5 s after the start: {view}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn demo_shows_nine_changing_instances_and_exits_cleanly_on_sigterm() {
     let (mut demo, dashboard) = start_marked(
         &["demo", "--listen", "127.0.0.1:0", "--pace", "50ms"],

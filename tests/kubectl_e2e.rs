@@ -4,27 +4,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::process::start;
-
-/// kubectl 1.30 next to the dispatcher on the PATH, else the dispatcher itself.
-fn find_kubectl() -> Option<PathBuf> {
-    let output = Command::new("sh")
-        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
-        .output()
-        .ok()?;
-    let path = PathBuf::from(String::from_utf8(output.stdout).ok()?.trim());
-    let versioned = path.with_file_name("kubectl.1.30");
-    if versioned.exists() {
-        Some(versioned)
-    } else if path.is_file() {
-        Some(path)
-    } else {
-        None
-    }
-}
 
 fn kubectl(bin: &Path, kubeconfig: &Path, cache: &Path, args: &[&str]) -> String {
     let output = Command::new(bin)
@@ -83,8 +66,7 @@ endpoints:
 
 #[test]
 fn kubectl_changes_reach_the_gateway() {
-    let Some(kubectl_bin) = find_kubectl() else {
-        println!("SKIPPED: no kubectl on this machine");
+    let Some(kubectl_bin) = support::kubectl::any() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -111,7 +93,7 @@ fn kubectl_changes_reach_the_gateway() {
         &kubectl_bin,
         &kubeconfig,
         &cache,
-        &["create", "-f", file.to_str().unwrap(), "--validate=false"],
+        &["create", "-f", file.to_str().unwrap()],
     );
     assert!(out.contains("created"), "{out}");
     let appeared = wait_for(&url, |live| {

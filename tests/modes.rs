@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -134,21 +133,6 @@ async fn endpoints_mode_sees_the_emulator_scenario() {
     assert_eq!(ids, truth);
 }
 
-/// Starts a gateway with no Kubernetes client (static mode).
-async fn start_static(config: GatewayConfig) -> (String, CancellationToken) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(loco_discovery::run_gateway(
-        config,
-        None,
-        listener,
-        None,
-        stop.clone(),
-    ));
-    (url, stop)
-}
-
 async fn get(url: &str) -> Value {
     reqwest::get(format!("{url}/api/instances/live"))
         .await
@@ -177,7 +161,7 @@ async fn static_mode_follows_its_file_and_keeps_the_last_good_state() {
     config.mode = DiscoveryMode::Static;
     config.static_file = Some(dir.path().join("instances.json"));
     config.file_poll = Duration::from_millis(50);
-    let (url, stop) = start_static(config).await;
+    let (url, stop) = support::start_without_cluster(config).await;
     eventually(LIMIT, || async {
         reqwest::get(format!("{url}/readyz"))
             .await
@@ -227,6 +211,45 @@ async fn static_mode_follows_its_file_and_keeps_the_last_good_state() {
     })
     .await
     .unwrap();
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn static_mode_publishes_an_edit_of_the_name_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("instances.json");
+    let write = |name: &str, tags: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                r#"[{{"id": "instance-0", "name": "{name}", "tags": [{tags}], "address": "10.1.0.1"}}]"#
+            ),
+        )
+        .unwrap()
+    };
+    write("Host", r#""lan""#);
+    let mut config = GatewayConfig::new(NS, vec![SVC.into()]);
+    config.mode = DiscoveryMode::Static;
+    config.static_file = Some(file.clone());
+    config.file_poll = Duration::from_millis(50);
+    let (url, stop) = support::start_without_cluster(config).await;
+    eventually(LIMIT, || async {
+        get(&url).await["instances"][0]["name"] == "Host"
+    })
+    .await
+    .unwrap();
+    let mut events = SseClient::connect(&format!("{url}/api/instances/stream"), None).await;
+    assert_eq!(events.next().await.event, "snapshot");
+
+    write("Renamed", r#""lan", "new""#);
+    let update = events.next().await;
+    assert_eq!(update.event, "InstanceUpdated");
+    let data: Value = serde_json::from_str(&update.data).unwrap();
+    assert_eq!(data["instance"]["name"], "Renamed");
+    assert_eq!(data["instance"]["tags"], json!(["lan", "new"]));
+    let live = get(&url).await;
+    assert_eq!(live["instances"][0]["name"], "Renamed");
+    assert_eq!(live["synced"], true);
     stop.cancel();
 }
 

@@ -103,7 +103,7 @@ fn project(instance: &Value) -> Value {
     let kubernetes = &instance["kubernetes"];
     json!({
         "id": instance["id"], "key": instance["key"], "name": instance["name"],
-        "status": instance["status"], "ready": instance["ready"],
+        "status": instance["status"], "state": instance["state"], "ready": instance["ready"],
         "podName": instance["podName"], "ordinal": instance["ordinal"],
         "podIP": addresses["podIP"], "podIPs": addresses["podIPs"],
         "hostname": addresses["hostname"], "dnsName": addresses["dnsName"],

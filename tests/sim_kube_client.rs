@@ -189,7 +189,7 @@ async fn crud_selectors_and_pagination_through_kube_rs() {
     assert!(replaced.endpoints.is_empty());
     assert_eq!(replaced.metadata.generation, Some(3));
 
-    // Merge patch flips a condition; strategic merge is refused visibly.
+    // Merge patch flips a condition; a strategic merge patch merges too.
     let patched = api
         .patch(
             "web-1",
@@ -202,15 +202,16 @@ async fn crud_selectors_and_pagination_through_kube_rs() {
         patched.endpoints[0].conditions.as_ref().unwrap().serving,
         Some(false)
     );
-    let err = api
+    let patched = api
         .patch(
             "web-1",
             &PatchParams::default(),
-            &Patch::Strategic(serde_json::json!({})),
+            &Patch::Strategic(serde_json::json!({"metadata": {"labels": {"tier": "a"}}})),
         )
         .await
-        .unwrap_err();
-    assert_eq!(api_code(err), 415);
+        .unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["tier"], "a");
+    assert_eq!(patched.endpoints[0].addresses, ["10.0.0.9"]);
 
     // Validation: addressType is immutable.
     let err = api

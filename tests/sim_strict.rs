@@ -1,6 +1,8 @@
 //! The simulated API refuses what the real API server refuses, with its status codes and
 //! `Status` bodies: writes into missing namespaces, creates that state a resourceVersion,
-//! replaces naming another object's uid.
+//! replaces naming another object's uid, unknown fields and values of the wrong type on every
+//! kind of write (create, replace, JSON, merge and strategic merge patches, server-side
+//! apply), dry runs included.
 
 mod support;
 
@@ -17,12 +19,22 @@ struct Answer {
 }
 
 async fn call(cluster: &SimCluster, method: Method, path: &str, body: Option<Value>) -> Answer {
+    let content_type = match method {
+        Method::PATCH => "application/merge-patch+json",
+        _ => "application/json",
+    };
+    call_as(cluster, method, path, content_type, body).await
+}
+
+async fn call_as(
+    cluster: &SimCluster,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: Option<Value>,
+) -> Answer {
     let mut request = reqwest::Client::new().request(method.clone(), cluster.url(path));
     if let Some(body) = body {
-        let content_type = match method {
-            Method::PATCH => "application/merge-patch+json",
-            _ => "application/json",
-        };
         request = request
             .header("content-type", content_type)
             .body(body.to_string());
@@ -267,6 +279,8 @@ async fn unknown_fields_are_pruned_refused_or_warned_about_as_field_validation_a
     .await;
     assert_eq!((ignored.code, ignored.warnings.len()), (200, 0));
     assert_eq!(ignored.body.get("topology"), None);
+    // A patch: the patched object is decoded (the API server's 422 of field `patch`, whose
+    // value is the patched object).
     let patched = call(
         &cluster,
         Method::PATCH,
@@ -275,11 +289,16 @@ async fn unknown_fields_are_pruned_refused_or_warned_about_as_field_validation_a
     )
     .await;
     assert_eq!(
-        (patched.code, patched.body["message"].as_str()),
-        (
-            400,
-            Some("strict decoding error: unknown field \"topology\"")
-        )
+        (patched.code, patched.body["reason"].as_str()),
+        (422, Some("Invalid"))
+    );
+    let cause = &patched.body["details"]["causes"][0];
+    assert_eq!(cause["field"], "patch");
+    let message = cause["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Invalid value: \"{")
+            && message.ends_with("}\": strict decoding error: unknown field \"topology\""),
+        "{message}"
     );
     let bogus = call(
         &cluster,
@@ -370,4 +389,193 @@ async fn invalid_content_is_refused_with_a_cause_per_field() {
         answer.body["details"]["causes"][0]["field"],
         "subsets[0].addresses[0].ip"
     );
+}
+
+const STRATEGIC: &str = "application/strategic-merge-patch+json";
+const APPLY: &str = "application/apply-patch+yaml";
+
+/// Strategic merge patches and server-side apply are held to the same rules as the other
+/// writes: a strategic merge patch is decoded as the unstructured converter decodes it (422
+/// of field `patch`, its value the patch as Go prints a map), an apply configuration is typed
+/// against the schema (the 500 the API server answers, whatever `fieldValidation` says), and
+/// a dry run is refused exactly as the write would be, storing nothing either way.
+#[tokio::test]
+async fn strategic_merge_patches_and_server_side_apply_are_decoded_and_validated_dry_runs_too() {
+    let cluster = SimCluster::start().await;
+    let path = format!("{SLICES}/loco/endpointslices");
+    assert_eq!(
+        call(&cluster, Method::POST, &path, Some(slice("a")))
+            .await
+            .code,
+        201
+    );
+    let item = format!("{path}/a");
+    let rv = || cluster.store().current_resource_version();
+
+    // Strategic merge patch: unknown fields pruned with a warning, refused under Strict.
+    let before = rv();
+    let dry = call_as(
+        &cluster,
+        Method::PATCH,
+        &format!("{item}?dryRun=All"),
+        STRATEGIC,
+        Some(json!({"topology": {"zone": "a"}, "metadata": {"labels": {"x": "y"}}})),
+    )
+    .await;
+    assert_eq!(dry.code, 200);
+    assert_eq!(
+        dry.warnings,
+        vec!["299 - \"unknown field \\\"topology\\\"\""]
+    );
+    assert_eq!(
+        (
+            dry.body.get("topology"),
+            &dry.body["metadata"]["labels"]["x"]
+        ),
+        (None, &json!("y"))
+    );
+    assert_eq!(rv(), before, "a dry run stores nothing");
+    for dry_run in ["", "&dryRun=All"] {
+        let strict = call_as(
+            &cluster,
+            Method::PATCH,
+            &format!("{item}?fieldValidation=Strict{dry_run}"),
+            STRATEGIC,
+            Some(json!({"topology": {"zone": "a"}})),
+        )
+        .await;
+        assert_refused(strict, 422, "Invalid",
+            " \"\" is invalid: patch: Invalid value: \"map[topology:map[zone:a]]\": strict decoding error: \
+             unknown field \"topology\"",
+            Some(json!({"causes": [{"reason": "FieldValueInvalid",
+                "message": "Invalid value: \"map[topology:map[zone:a]]\": strict decoding error: unknown field \"topology\"",
+                "field": "patch"}]})));
+        // A value of the wrong type, in the unstructured converter's words.
+        let wrong = call_as(
+            &cluster,
+            Method::PATCH,
+            &format!("{item}?{dry_run}"),
+            STRATEGIC,
+            Some(json!({"endpoints": [{"addresses": "10.0.0.9"}]})),
+        )
+        .await;
+        assert_eq!(
+            (wrong.code, wrong.body["reason"].as_str()),
+            (422, Some("Invalid"))
+        );
+        assert_eq!(
+            wrong.body["message"],
+            " \"\" is invalid: patch: Invalid value: \"map[endpoints:[map[addresses:10.0.0.9]]]\": \
+             cannot restore slice from string"
+        );
+        // Content the validation refuses.
+        let invalid = call_as(
+            &cluster,
+            Method::PATCH,
+            &format!("{item}?{dry_run}"),
+            STRATEGIC,
+            Some(json!({"endpoints": [{"addresses": ["10.0.0.256"]}]})),
+        )
+        .await;
+        assert_eq!(
+            (
+                invalid.code,
+                invalid.body["details"]["causes"][0]["field"].as_str()
+            ),
+            (422, Some("endpoints[0].addresses[0]"))
+        );
+    }
+    assert_eq!(rv(), before, "nothing refused was stored");
+
+    // Server-side apply: the configuration is typed against the schema first.
+    let mut unknown = slice("a");
+    unknown["metadata"]["namespace"] = json!("loco");
+    unknown["topology"] = json!({"zone": "a"});
+    let mut wrong = slice("a");
+    wrong["metadata"]["namespace"] = json!("loco");
+    wrong["endpoints"][0]["conditions"]["ready"] = json!("yes");
+    let cases = [
+        (unknown, ".topology: field not declared in schema"),
+        (
+            wrong,
+            ".endpoints[0].conditions.ready: expected boolean, got &{yes}",
+        ),
+    ];
+    for (config, error) in cases {
+        for query in [
+            "",
+            "&fieldValidation=Ignore",
+            "&dryRun=All",
+            "&fieldValidation=Strict&dryRun=All",
+        ] {
+            let applied = call_as(
+                &cluster,
+                Method::PATCH,
+                &format!("{item}?fieldManager=me{query}"),
+                APPLY,
+                Some(config.clone()),
+            )
+            .await;
+            assert_refused(applied, 500, "",
+                &format!("failed to create typed patch object (loco/a; discovery.k8s.io/v1, Kind=EndpointSlice): {error}"),
+                None);
+        }
+    }
+    // An apply that creates, dry run: validated as a create.
+    let mut empty = slice("b");
+    empty["endpoints"][0]["addresses"] = json!([]);
+    let created = call_as(
+        &cluster,
+        Method::PATCH,
+        &format!("{path}/b?fieldManager=me&dryRun=All"),
+        APPLY,
+        Some(empty),
+    )
+    .await;
+    assert_eq!(
+        (
+            created.code,
+            created.body["details"]["causes"][0]["field"].as_str()
+        ),
+        (422, Some("endpoints[0].addresses"))
+    );
+    let fine = call_as(
+        &cluster,
+        Method::PATCH,
+        &format!("{path}/b?fieldManager=me&dryRun=All"),
+        APPLY,
+        Some(slice("b")),
+    )
+    .await;
+    assert_eq!(fine.code, 201);
+
+    // Creates and replaces, dry run: refused as they would be.
+    let mut typo = slice("c");
+    typo["endpoints"][0]["addresses"] = json!("10.0.0.3");
+    let created = call(
+        &cluster,
+        Method::POST,
+        &format!("{path}?dryRun=All"),
+        Some(typo),
+    )
+    .await;
+    assert_eq!(created.code, 400);
+    let mut extra = slice("a");
+    extra["topology"] = json!({});
+    let replaced = call(
+        &cluster,
+        Method::PUT,
+        &format!("{item}?dryRun=All&fieldValidation=Strict"),
+        Some(extra),
+    )
+    .await;
+    assert_eq!(
+        (replaced.code, replaced.body["message"].as_str()),
+        (400, Some("EndpointSlice in version \"v1\" cannot be handled as a EndpointSlice: strict decoding error: unknown field \"topology\""))
+    );
+    assert_eq!(rv(), before, "dry runs and refusals stored nothing");
+    assert!(cluster
+        .store()
+        .get(loco_discovery_sim::ResourceKind::EndpointSlice, "loco", "b")
+        .is_none());
 }

@@ -191,18 +191,19 @@ async fn discovery_documents_are_legacy_json() {
         (code, ns["kind"].as_str(), ns["metadata"]["name"].as_str()),
         (200, Some("Namespace"), Some("loco"))
     );
-    let (code, index) = srv.get("/openapi/v3").await;
-    assert_eq!(
-        (
-            code,
-            index["paths"]["apis/discovery.k8s.io/v1"]["serverRelativeURL"].as_str()
-        ),
-        (
-            200,
-            Some("/openapi/v3/apis/discovery.k8s.io/v1?hash=6c6f636f2d73696d")
-        )
-    );
-    let (code, st) = srv.get("/openapi/v2").await;
+    // OpenAPI v3: the two served group versions, each with its document.
+    let (code, root) = srv.get("/openapi/v3").await;
+    assert_eq!(code, 200);
+    for gv in ["api/v1", "apis/discovery.k8s.io/v1"] {
+        let url = root["paths"][gv]["serverRelativeURL"].as_str().unwrap();
+        let (code, doc) = srv.get(url).await;
+        assert_eq!(
+            (code, doc["openapi"].as_str()),
+            (200, Some("3.0.0")),
+            "{gv}"
+        );
+    }
+    let (code, st) = srv.get("/openapi/v3/apis/apps/v1").await;
     assert_eq!((code, st["reason"].as_str()), (404, Some("NotFound")));
     // Endpoints responses carry the deprecation warning of a 1.33 server.
     let r = srv
@@ -577,7 +578,7 @@ async fn writes_answer_with_the_real_codes_and_bodies() {
         .send(
             Method::PATCH,
             &item,
-            "application/strategic-merge-patch+json",
+            "application/vnd.unknown-patch+json",
             "{}",
         )
         .await;
@@ -792,5 +793,162 @@ async fn many_watches_share_one_broadcast_and_fall_back_to_history_when_behind()
     })
     .await
     .expect("closed connections end their watches");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_watch_from_a_resource_version_the_server_never_reached_is_refused_as_too_large() {
+    let srv = Running::start(SimOptions {
+        too_new_wait: Duration::from_millis(200),
+        ..SimOptions::default()
+    })
+    .await;
+    srv.put("a", slice(json!({"app": "web"})));
+    let current = srv.sim.store.current_resource_version();
+    let far = current + 1000;
+    let started = std::time::Instant::now();
+    let (code, status) = srv
+        .get(&format!("{SLICES}?watch=true&resourceVersion={far}"))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "waits first"
+    );
+    assert_eq!(code, 504);
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Timeout");
+    assert_eq!(
+        status["message"],
+        format!("Too large resource version: {far}, current: {current}")
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["reason"],
+        "ResourceVersionTooLarge"
+    );
+    assert_eq!(status["details"]["retryAfterSeconds"], 1);
+
+    // A version that arrives while the watch waits is served normally.
+    let next = current + 1;
+    let url = srv.url(&format!("{SLICES}?watch=true&resourceVersion={current}"));
+    let pending = tokio::spawn({
+        let http = srv.http.clone();
+        let url = srv.url(&format!("{SLICES}?watch=true&resourceVersion={next}"));
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    srv.put("b", slice(json!({"app": "web"})));
+    assert_eq!(timeout(WAIT, pending).await.unwrap().unwrap(), 200);
+    let ok = srv.http.get(url).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+}
+
+/// `dryRun=All` on every write: the answer is what the write would store, and nothing is
+/// stored, no watch sees an event and the resourceVersion does not move.
+#[tokio::test]
+async fn dry_run_writes_answer_as_if_written_and_change_nothing() {
+    use reqwest::Method;
+    let srv = Running::start(SimOptions::default()).await;
+    let store = srv.sim.store.clone();
+    let mut events = store.subscribe();
+    let slice = |ip: &str| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "web", "namespace": NS, "labels": {"kubernetes.io/service-name": "web"}},
+               "addressType": "IPv4", "endpoints": [{"addresses": [ip]}]})
+        .to_string()
+    };
+    let item = format!("{SLICES}/web");
+    let dry = |path: &str| format!("{path}?dryRun=All&fieldManager=tester");
+    let rv = store.current_resource_version();
+
+    let (code, created) = srv
+        .send(
+            Method::POST,
+            &dry(SLICES),
+            "application/json",
+            &slice("10.0.0.1"),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["metadata"]["name"], "web");
+    assert_eq!(created["metadata"]["managedFields"][0]["manager"], "tester");
+    let (code, applied) = srv
+        .send(
+            Method::PATCH,
+            &dry(&item),
+            "application/apply-patch+yaml",
+            &slice("10.0.0.1"),
+        )
+        .await;
+    assert_eq!(code, 201, "an apply that would create: {applied}");
+    assert!(store.get(ResourceKind::EndpointSlice, NS, "web").is_none());
+
+    srv.put("web", serde_json::from_str(&slice("10.0.0.1")).unwrap());
+    let stored = store.get(ResourceKind::EndpointSlice, NS, "web").unwrap();
+    let rv_after_put = store.current_resource_version();
+    assert_eq!(rv_after_put, rv + 1);
+    while events.try_recv().is_ok() {}
+
+    let writes = [
+        (Method::PUT, "application/json", slice("10.0.0.2")),
+        (
+            Method::PATCH,
+            "application/merge-patch+json",
+            json!({"endpoints": [{"addresses": ["10.0.0.3"]}]}).to_string(),
+        ),
+        (
+            Method::PATCH,
+            "application/strategic-merge-patch+json",
+            json!({"endpoints": [{"addresses": ["10.0.0.4"]}]}).to_string(),
+        ),
+        (
+            Method::PATCH,
+            "application/json-patch+json",
+            json!([{"op": "replace", "path": "/addressType", "value": "IPv4"}]).to_string(),
+        ),
+        (
+            Method::PATCH,
+            "application/apply-patch+yaml",
+            slice("10.0.0.5"),
+        ),
+    ];
+    for (method, content_type, body) in writes {
+        let (code, answer) = srv
+            .send(method.clone(), &dry(&item), content_type, &body)
+            .await;
+        assert_eq!(code, 200, "{method} {content_type}: {answer}");
+        assert_eq!(answer["metadata"]["uid"], stored["metadata"]["uid"]);
+    }
+    let (_, answer) = srv
+        .send(
+            Method::PATCH,
+            &dry(&item),
+            "application/strategic-merge-patch+json",
+            r#"{"endpoints":[{"addresses":["10.0.0.4"]}]}"#,
+        )
+        .await;
+    assert_eq!(
+        answer["endpoints"][0]["addresses"][0], "10.0.0.4",
+        "the answer shows the change"
+    );
+    let (code, deleted) = srv
+        .send(
+            Method::DELETE,
+            &dry(&item),
+            "application/json",
+            r#"{"propagationPolicy":"Background"}"#,
+        )
+        .await;
+    assert_eq!((code, deleted["status"].as_str()), (200, Some("Success")));
+
+    assert_eq!(
+        store.current_resource_version(),
+        rv_after_put,
+        "no resourceVersion moved"
+    );
+    assert_eq!(
+        store.get(ResourceKind::EndpointSlice, NS, "web").unwrap(),
+        stored
+    );
+    assert!(events.try_recv().is_err(), "no watch event");
     srv.stop().await;
 }

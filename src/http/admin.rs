@@ -12,14 +12,35 @@ pub fn healthz() -> warp::reply::Response {
 }
 
 /// Ready once the first complete list of EndpointSlices is in, so a new replica gets no
-/// traffic while its view is still empty.
+/// traffic while its view is still empty. A replica whose watch has failed since stays
+/// ready: it serves the last known state, and says so with `"synced": false` and the
+/// time of its last confirmation (the `loco_discovery_synced` gauge says the same).
 pub fn readyz(hub: Arc<Hub>) -> warp::reply::Response {
-    if hub.is_ready() {
-        warp::reply::json(&json!({ "status": "ready" })).into_response()
+    let synced = hub.is_synced();
+    // Like the snapshot's lastUpdate: a healthy watch confirms the view continuously.
+    let last_confirmed = iso(if synced {
+        chrono::Utc::now()
     } else {
-        let body = warp::reply::json(&json!({ "status": "waiting for the first list" }));
+        hub.confirmed_at()
+    });
+    if hub.is_ready() {
+        warp::reply::json(&json!({
+            "status": "ready",
+            "synced": synced,
+            "lastConfirmed": last_confirmed,
+        }))
+        .into_response()
+    } else {
+        let body = warp::reply::json(&json!({
+            "status": "waiting for the first list",
+            "synced": synced,
+        }));
         warp::reply::with_status(body, StatusCode::SERVICE_UNAVAILABLE).into_response()
     }
+}
+
+fn iso(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The Prometheus text exposition of every metric of this process.

@@ -5,6 +5,7 @@
 
 mod admin;
 mod assets;
+mod discovery;
 mod query;
 mod reply;
 mod snapshot;
@@ -85,9 +86,19 @@ pub fn routes(
     let with_hub = with_state.clone().map(|s: HttpState| s.hub);
     let live = warp::get()
         .and(api_path(&["instances", "live"]))
-        .and(with_hub)
+        .and(with_hub.clone())
         .and(raw_query())
         .map(snapshot::live);
+    // Path first: a POST-only route must not turn every unknown GET into a 405.
+    let refresh = api_path(&["instances", "refresh"])
+        .and(warp::post())
+        .and(with_hub.clone())
+        .and(raw_query())
+        .map(discovery::refresh);
+    let discovery_info = warp::get()
+        .and(api_path(&["instances", "discovery-info"]))
+        .and(with_hub.clone())
+        .map(discovery::discovery_info);
     let sse = warp::get()
         .and(api_path(&["instances", "stream"]))
         .and(with_state.clone())
@@ -103,7 +114,11 @@ pub fn routes(
     let assets = warp::get()
         .and(warp::path::full())
         .and_then(|path| async move { assets::serve(path) });
-    live.or(sse)
+    live.or(refresh)
+        .unify()
+        .or(discovery_info)
+        .unify()
+        .or(sse)
         .unify()
         .or(ws)
         .unify()

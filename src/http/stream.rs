@@ -215,7 +215,7 @@ pub fn subscriber_stream(
 ) -> impl Stream<Item = Outgoing> + Send + 'static {
     async_stream::stream! {
         let _slot = slot;
-        let Subscription { start, mut live, mut after_seq } =
+        let Subscription { start, mut live, mut after_seq, mut epoch } =
             hub.subscribe(&filter, last_event_id.as_deref(), Utc::now());
         let mut view = View { filter, shown: None };
         match start {
@@ -250,25 +250,28 @@ pub fn subscriber_stream(
                     yield Outgoing::Reconnect { retry, data: data.into() };
                     break;
                 }
-                received = live.recv() => match received {
-                    Ok(frame) => {
-                        if frame.seq <= after_seq {
+                received = live.recv() => {
+                    // A subscriber that fell behind the ring, or whose position belongs
+                    // to an API history that is gone, starts over from a snapshot.
+                    let reason = match received {
+                        Ok(frame) if frame.seq <= after_seq => continue,
+                        Ok(frame) if frame.epoch == epoch => {
+                            if let Some(out) = view.pass(&frame) {
+                                heartbeat.reset();
+                                yield out;
+                            }
                             continue;
                         }
-                        if let Some(out) = view.pass(&frame) {
-                            heartbeat.reset();
-                            yield out;
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        let (snapshot, id, seq) = hub.snapshot_with_position(&view.filter, Utc::now());
-                        after_seq = seq;
-                        view.reset(&snapshot);
-                        heartbeat.reset();
-                        metrics::counter!(m::RESETS, "reason" => "slow_subscriber").increment(1);
-                        yield snapshot_event("reset", Some("slow_subscriber"), &snapshot, &id);
-                    }
-                    Err(RecvError::Closed) => break,
+                        Ok(_) => "api_history_changed",
+                        Err(RecvError::Lagged(_)) => "slow_subscriber",
+                        Err(RecvError::Closed) => break,
+                    };
+                    let resync = hub.resync(&view.filter, Utc::now());
+                    (after_seq, epoch) = (resync.seq, resync.epoch);
+                    view.reset(&resync.snapshot);
+                    heartbeat.reset();
+                    metrics::counter!(m::RESETS, "reason" => reason).increment(1);
+                    yield snapshot_event("reset", Some(reason), &resync.snapshot, &resync.id);
                 },
                 _ = heartbeat.tick() => {
                     metrics::counter!(m::HEARTBEATS).increment(1);

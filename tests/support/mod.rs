@@ -2,6 +2,7 @@
 //! WebSocket clients, and an independent reading of the simulated cluster's truth.
 #![allow(dead_code)]
 
+pub mod kubectl;
 pub mod process;
 pub mod scrape;
 
@@ -43,7 +44,13 @@ impl SimCluster {
     }
 
     pub async fn start_with(options: SimOptions) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at("127.0.0.1:0".parse().unwrap(), options).await
+    }
+
+    /// A simulator on `addr`: on the address of one that was stopped, it stands for an
+    /// API server restarted (or replaced) behind the same address.
+    pub async fn start_at(addr: SocketAddr, options: SimOptions) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let sim = Sim::new(options);
         let stop = CancellationToken::new();
@@ -60,6 +67,14 @@ impl SimCluster {
     /// `http://<addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Kills the server like `kill -9`: every connection is dropped at once, open watch
+    /// responses end mid-stream, and the address is free again.
+    pub async fn kill(mut self) {
+        let task = self.task.take().expect("stopped once");
+        task.abort();
+        let _ = task.await;
     }
 
     /// Shuts the server down and requires `serve` to return cleanly within 10 s (open
@@ -80,7 +95,7 @@ impl SimCluster {
 
     pub fn client(&self) -> kube::Client {
         let url = format!("http://{}", self.addr).parse().unwrap();
-        kube::Client::try_from(kube::Config::new(url)).unwrap()
+        loco_discovery::kube_client(kube::Config::new(url)).unwrap()
     }
 
     /// Creates or replaces a slice as the EndpointSlice controller writes it: with the
@@ -116,7 +131,7 @@ impl SimCluster {
     }
 
     /// The instances the cluster holds now, read straight from the stored JSON (not
-    /// through the gateway's index): id → (status, podIP).
+    /// through the gateway's index): id → (state, podIP).
     pub fn truth(&self, service: &str) -> BTreeMap<String, (String, String)> {
         let (slices, _) = self.store().list(ResourceKind::EndpointSlice, Some(NS));
         let mut truth = BTreeMap::new();
@@ -204,7 +219,7 @@ impl Gateway {
             .unwrap()
     }
 
-    /// The gateway's view as id → (status, podIP).
+    /// The gateway's view as id → (state, podIP).
     pub async fn view(&self) -> BTreeMap<String, (String, String)> {
         view_of(&self.live("").await["instances"])
     }
@@ -218,6 +233,21 @@ impl Gateway {
     }
 }
 
+/// A gateway with no cluster (the static mode): its URL and the token that stops it.
+pub async fn start_without_cluster(config: GatewayConfig) -> (String, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(loco_discovery::run_gateway(
+        config,
+        None,
+        listener,
+        None,
+        stop.clone(),
+    ));
+    (url, stop)
+}
+
 pub fn view_of(instances: &Value) -> BTreeMap<String, (String, String)> {
     instances
         .as_array()
@@ -227,7 +257,7 @@ pub fn view_of(instances: &Value) -> BTreeMap<String, (String, String)> {
             (
                 i["id"].as_str().unwrap().to_owned(),
                 (
-                    i["status"].as_str().unwrap().to_owned(),
+                    i["state"].as_str().unwrap().to_owned(),
                     i["addresses"]["podIP"].as_str().unwrap().to_owned(),
                 ),
             )
@@ -340,7 +370,7 @@ impl Rebuilt {
         }
     }
 
-    /// id → (status, podIP), comparable with [`Gateway::view`].
+    /// id → (state, podIP), comparable with [`Gateway::view`].
     pub fn view(&self) -> BTreeMap<String, (String, String)> {
         view_of(&Value::Array(self.instances.values().cloned().collect()))
     }

@@ -95,6 +95,8 @@ pub struct Frame {
     pub json: Arc<str>,
     /// When it was published, for the published → socket latency.
     pub published_at: std::time::Instant,
+    /// The API history it belongs to (see [`Hub::observe_resource_version`]).
+    pub epoch: u64,
 }
 
 /// The JSON of one delta event.
@@ -176,6 +178,22 @@ struct State {
     ready: bool,
     synced: bool,
     confirmed_at: DateTime<Utc>,
+    /// Counts the API histories seen: a resourceVersion lower than one already
+    /// published means the API server behind the address has another history.
+    epoch: u64,
+    /// The highest resourceVersion published in this epoch.
+    last_resource_version: Option<u64>,
+}
+
+/// Whether the served view is confirmed against its source, and since when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncState {
+    /// The first complete list is in.
+    pub ready: bool,
+    /// The source is healthy: the view is current, not only the last one confirmed.
+    pub synced: bool,
+    /// The last time the source confirmed the view (a list, a watch event).
+    pub confirmed_at: DateTime<Utc>,
 }
 
 /// How a subscription starts.
@@ -195,6 +213,18 @@ pub struct Subscription {
     pub live: broadcast::Receiver<Arc<Frame>>,
     /// Live frames with a seq at or below this are already covered by `start`.
     pub after_seq: u64,
+    /// The API history `start` belongs to: a live frame of another one means the
+    /// subscriber must be reset.
+    pub epoch: u64,
+}
+
+/// A fresh snapshot for a subscriber that must start over, with its position.
+#[derive(Debug)]
+pub struct Resync {
+    pub snapshot: Snapshot,
+    pub id: String,
+    pub seq: u64,
+    pub epoch: u64,
 }
 
 /// The published view, shared by the watcher (one writer) and the HTTP routes.
@@ -229,6 +259,8 @@ impl Hub {
                 ready: false,
                 synced: false,
                 confirmed_at: now,
+                epoch: 0,
+                last_resource_version: None,
             }),
             sender,
         }
@@ -261,8 +293,6 @@ impl Hub {
             .map(|t| (now - t).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1000.0);
         let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
-        set_synced(state, true);
-        state.confirmed_at = now;
         for (i, delta) in deltas.iter().enumerate() {
             let key = delta.instance.key.clone();
             let service_key = (delta.namespace.clone(), delta.service.clone());
@@ -303,6 +333,7 @@ impl Hub {
                 instance: delta.instance.clone(),
                 json: json.into(),
                 published_at: std::time::Instant::now(),
+                epoch: state.epoch,
             });
             state.positions.insert(id.clone(), state.seq);
             state.current_id = id;
@@ -328,6 +359,48 @@ impl Hub {
         state.confirmed_at = now;
     }
 
+    /// Records the resourceVersion of a watch event about to be published. One lower
+    /// than a version already published cannot come from the same API history (an API
+    /// server restored from a backup, or another cluster behind the same address): the
+    /// ids published so far may mean something else there, so none of them is resumable
+    /// any more and every subscriber is reset before the first event of the new history.
+    /// Returns whether that happened.
+    pub fn observe_resource_version(&self, resource_version: u64) -> bool {
+        let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *guard;
+        let changed = state
+            .last_resource_version
+            .is_some_and(|last| resource_version < last);
+        if changed {
+            state.epoch += 1;
+            // Not even the current position stays resumable: a client that resumed
+            // from it would see the new history's ids follow the old one's.
+            state.history.clear();
+            state.positions.clear();
+            record_gauges(state);
+        }
+        state.last_resource_version = Some(resource_version);
+        changed
+    }
+
+    /// Records that the view was just confirmed against the API (a list completed, or a
+    /// watch event arrived): `synced` again, and `lastUpdate` follows the clock.
+    pub fn confirm(&self, now: DateTime<Utc>) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        set_synced(&mut state, true);
+        state.confirmed_at = now;
+    }
+
+    /// Whether the view is confirmed against the API now.
+    pub fn is_synced(&self) -> bool {
+        self.read().synced
+    }
+
+    /// When the view was last confirmed against the API.
+    pub fn confirmed_at(&self) -> DateTime<Utc> {
+        self.read().confirmed_at
+    }
+
     /// Marks the watch as broken: `lastUpdate` stops advancing until it recovers.
     pub fn mark_unsynced(&self) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -336,6 +409,16 @@ impl Hub {
 
     pub fn is_ready(&self) -> bool {
         self.read().ready
+    }
+
+    /// Whether the view is confirmed against the source, and since when.
+    pub fn sync_state(&self) -> SyncState {
+        let state = self.read();
+        SyncState {
+            ready: state.ready,
+            synced: state.synced,
+            confirmed_at: state.confirmed_at,
+        }
     }
 
     /// Number of deltas published so far.
@@ -357,18 +440,15 @@ impl Hub {
         self.build_snapshot(&self.read(), filter, now)
     }
 
-    /// A snapshot with the id and seq of the position it shows, taken atomically.
-    pub fn snapshot_with_position(
-        &self,
-        filter: &Filter,
-        now: DateTime<Utc>,
-    ) -> (Snapshot, String, u64) {
+    /// A snapshot with the position it shows (id, seq, epoch), taken atomically.
+    pub fn resync(&self, filter: &Filter, now: DateTime<Utc>) -> Resync {
         let state = self.read();
-        (
-            self.build_snapshot(&state, filter, now),
-            state.current_id.clone(),
-            state.seq,
-        )
+        Resync {
+            snapshot: self.build_snapshot(&state, filter, now),
+            id: state.current_id.clone(),
+            seq: state.seq,
+            epoch: state.epoch,
+        }
     }
 
     /// `lastUpdate` is `now` while the watch is healthy (a push-fed view is current),
@@ -402,6 +482,7 @@ impl Hub {
             service_name: self.info.services.join(","),
             services: self.info.services.clone(),
             last_update,
+            synced: state.synced,
             stats,
             summary: Summary {
                 total: stats.total,
@@ -451,17 +532,18 @@ impl Hub {
             start,
             live,
             after_seq,
+            epoch: state.epoch,
         }
     }
 }
 
-/// Instances by service and status, and the history depth, as gauges.
 /// Records whether the served view is confirmed against the API, in the state and the gauge.
 fn set_synced(state: &mut State, synced: bool) {
     state.synced = synced;
     metrics::gauge!(crate::metrics::SYNCED).set(if synced { 1.0 } else { 0.0 });
 }
 
+/// Instances by service and status, and the history depth, as gauges.
 fn record_gauges(state: &State) {
     use crate::metrics as m;
     for ((_, service), stats) in &state.service_stats {

@@ -159,6 +159,8 @@ pub struct EndpointIndex {
     metadata: MetadataMap,
     /// The latest health probe of each instance, by key.
     probes: HashMap<String, Probe>,
+    /// [`overlay_digest`](Self::overlay_digest), computed once per change of the overlay.
+    overlay: Option<Option<u32>>,
 }
 
 impl EndpointIndex {
@@ -291,12 +293,41 @@ impl EndpointIndex {
     /// come out as `InstanceUpdated`.
     pub fn set_metadata(&mut self, metadata: MetadataMap, now: DateTime<Utc>) -> Outcome {
         self.metadata = metadata;
+        self.overlay = None;
         let mut outcome = Outcome::default();
         let services: Vec<ServiceRef> = self.services.keys().cloned().collect();
         for service in &services {
             self.recompute(service, now, &mut outcome.deltas);
         }
         outcome
+    }
+
+    /// A short digest of this replica's own inputs that shape the published view: the
+    /// display metadata and each instance's probe outcome (reachable, status code; not the
+    /// measured latency). `None` when there are none. Two replicas that hold the same API
+    /// state and the same digest publish the same instances, so the digest is part of the
+    /// event id: a client resuming on a replica whose digest differs gets a `reset`.
+    pub fn overlay_digest(&mut self) -> Option<u32> {
+        if let Some(digest) = self.overlay {
+            return digest;
+        }
+        let digest = if self.probes.is_empty() && self.metadata == MetadataMap::default() {
+            None
+        } else {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            format!("{:?}", self.metadata).hash(&mut hasher);
+            let mut probes: Vec<_> = self
+                .probes
+                .iter()
+                .map(|(key, p)| (key, p.reachable, p.status_code))
+                .collect();
+            probes.sort_unstable();
+            probes.hash(&mut hasher);
+            Some(hasher.finish() as u32)
+        };
+        self.overlay = Some(digest);
+        digest
     }
 
     /// Records a health probe of the instance `key`. Only a different outcome (reachable
@@ -321,6 +352,7 @@ impl EndpointIndex {
             return outcome;
         }
         self.probes.insert(key.to_owned(), probe);
+        self.overlay = None;
         self.recompute(&service, now, &mut outcome.deltas);
         outcome
     }
@@ -391,7 +423,9 @@ impl EndpointIndex {
         }
         for (key, previous) in old {
             if !next.contains_key(&key) {
-                self.probes.remove(&key);
+                if self.probes.remove(&key).is_some() {
+                    self.overlay = None;
+                }
                 changes.push(delta(DeltaKind::InstanceRemoved, None, &previous));
             }
         }

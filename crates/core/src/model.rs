@@ -44,10 +44,11 @@ impl fmt::Display for ServiceRef {
     }
 }
 
-/// An instance's health as the lego-loco frontend draws it.
+/// Where an instance is in its life, in the gateway's own words.
 ///
-/// Only words the frontend already understands are used: `ready`, `booting`, `degraded`
-/// and `offline`.
+/// On the wire an instance carries it twice: `state` is this word, and `status` is the
+/// word the lego-loco frontend's instance cards draw ([`Status::card_word`]), which has no
+/// `offline`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -79,6 +80,17 @@ impl Status {
             "booting" => Some(Status::Booting),
             "offline" => Some(Status::Offline),
             _ => None,
+        }
+    }
+
+    /// The word the lego-loco frontend's instance cards know (`ready`, `running`,
+    /// `booting`, `degraded`, `error`): a terminating instance is `degraded`, which the
+    /// cards draw with `health.details` (`terminating`) underneath, instead of "Unknown
+    /// Status". New clients read `state`.
+    pub fn card_word(self) -> &'static str {
+        match self {
+            Status::Offline => "degraded",
+            other => other.as_str(),
         }
     }
 
@@ -187,6 +199,8 @@ pub struct Instance {
     /// Display hints from the instance metadata file (never addresses).
     pub description: Option<String>,
     pub tags: Vec<String>,
+    /// Serialized as `status` (the frontend's card word) and `state` (the gateway's word).
+    #[serde(flatten, with = "status_words")]
     pub status: Status,
     pub ready: bool,
     /// The instance exists in the cluster (as opposed to a configured-but-absent slot).
@@ -205,6 +219,40 @@ pub struct Instance {
     pub kubernetes: KubernetesInfo,
     /// The latest active health probe, when probes are on.
     pub probe: Option<Probe>,
+}
+
+/// An instance's [`Status`] as two JSON fields: `status`, the word the lego-loco cards
+/// draw, and `state`, the gateway's own word. Reading takes `state`, else `status`.
+mod status_words {
+    use super::Status;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    struct Words {
+        status: &'static str,
+        state: Status,
+    }
+
+    #[derive(Deserialize)]
+    struct Read {
+        state: Option<Status>,
+        status: Option<String>,
+    }
+
+    pub fn serialize<S: Serializer>(status: &Status, s: S) -> Result<S::Ok, S::Error> {
+        Words {
+            status: status.card_word(),
+            state: *status,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Status, D::Error> {
+        let read = Read::deserialize(d)?;
+        read.state
+            .or_else(|| read.status.as_deref().and_then(Status::parse))
+            .ok_or_else(|| serde::de::Error::missing_field("state"))
+    }
 }
 
 impl Instance {
@@ -311,9 +359,13 @@ pub struct Snapshot {
     /// The watched service; several are joined with `,`.
     pub service_name: String,
     pub services: Vec<String>,
-    /// When the view last changed (or was last confirmed by a full list).
+    /// When the view was last confirmed against the API: now while the watch is healthy,
+    /// frozen at the last confirmation while it is not.
     #[serde(serialize_with = "iso_time")]
     pub last_update: DateTime<Utc>,
+    /// Whether the view is confirmed against the API now: false from a watch failure
+    /// until the next successful list or watch event (the last known state is served).
+    pub synced: bool,
     pub stats: Stats,
     pub summary: Summary,
     pub instances: Vec<Instance>,

@@ -1,15 +1,17 @@
 //! The HTTP side: routes of the Kubernetes URL scheme, list/get/watch/create/update/patch/delete handlers, fault
 //! gates and the admin routes. Built on hyper directly for exact control of chunked watch streams.
 
+use super::clock;
 use super::discovery;
 use super::faults::{self, Faults};
+use super::managed_fields;
 use super::media::{negotiate, Representation};
-use super::openapi;
+use super::openapi::Schema;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{self, Details};
 use super::store::{
-    decode, decode_patched, FieldValidation, ListFrom, Preconditions, ResourceKind, Store,
-    StoreError, WatchFrom,
+    check_uid_precondition, decode, decode_patched, decode_strategic, FieldValidation, ListFrom,
+    Preconditions, ResourceKind, Store, StoreError, WatchFrom,
 };
 use super::table::{self, IncludeObject};
 use super::watch::{WatchSession, WatchSpec};
@@ -36,9 +38,6 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// Largest request body accepted (bigger gets 413).
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// How long a list or get waits for a resourceVersion newer than the store before answering 504.
-const TOO_NEW_WAIT: Duration = Duration::from_secs(3);
-
 const ENDPOINTS_WARNING: &str =
     "299 - \"v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice\"";
 
@@ -64,8 +63,6 @@ enum Route {
     DiscoveryV1,
     Namespaces,
     Namespace(String),
-    /// `/openapi/v3` (empty) or one group-version's document under it.
-    OpenApi(String),
     Collection {
         kind: ResourceKind,
         namespace: Option<String>,
@@ -77,6 +74,10 @@ enum Route {
         name: String,
         watch: bool,
     },
+    /// `/openapi/v3` (`None`) or one group version's document under it.
+    OpenApi(Option<String>),
+    /// `/openapi/v2`.
+    OpenApiV2,
     Admin(String),
     NotFound,
 }
@@ -126,7 +127,9 @@ fn route(path: &str) -> Route {
         ["apis", "discovery.k8s.io", "v1", rest @ ..] => {
             resource_route(ResourceKind::EndpointSlice, rest)
         }
-        ["openapi", "v3", rest @ ..] => Route::OpenApi(rest.join("/")),
+        ["openapi", "v2"] => Route::OpenApiV2,
+        ["openapi", "v3"] => Route::OpenApi(None),
+        ["openapi", "v3", rest @ ..] => Route::OpenApi(Some(rest.join("/"))),
         ["sim", "faults"] => Route::Admin(String::new()),
         ["sim", "faults", action] => Route::Admin(action.to_string()),
         _ => Route::NotFound,
@@ -489,11 +492,6 @@ impl ApiServer {
             Route::CoreV1 => get_only(discovery::core_v1_resources()),
             Route::DiscoveryGroup => get_only(discovery::discovery_api_group()),
             Route::DiscoveryV1 => get_only(discovery::discovery_v1_resources()),
-            Route::OpenApi(path) if path.is_empty() => get_only(openapi::index()),
-            Route::OpenApi(path) => match openapi::group_version(&path) {
-                Some(doc) => get_only(doc),
-                None => status_response(status::path_not_found()),
-            },
             Route::Namespaces => self.namespaces(&method, &q, repr, req).await,
             Route::Namespace(ns) => self.namespace(&method, ns, &q, repr),
             Route::Collection {
@@ -538,6 +536,28 @@ impl ApiServer {
                 self.deprecation_warning(kind, &mut resp);
                 resp
             }
+            Route::OpenApi(None) => get_only(super::openapi::root()),
+            Route::OpenApiV2 if method == Method::GET => {
+                let protobuf = req
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains("protobuf"));
+                let mut resp = Response::new(full(super::openapi::v2(protobuf)));
+                let media = if protobuf {
+                    super::openapi::V2_PROTOBUF
+                } else {
+                    "application/json"
+                };
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+                resp
+            }
+            Route::OpenApiV2 => status_response(status::method_not_allowed()),
+            Route::OpenApi(Some(path)) => match super::openapi::group_version(&path) {
+                Some(doc) => get_only(doc),
+                None => status_response(status::path_not_found()),
+            },
             Route::Admin(_) | Route::NotFound => status_response(status::path_not_found()),
         }
     }
@@ -595,7 +615,9 @@ impl ApiServer {
             if let Some(n) = &name {
                 fields = fields.and(FieldSelector::with_name(n));
             }
-            return self.watch(kind, namespace, labels, fields, rv, repr, q);
+            return self
+                .watch(kind, namespace, labels, fields, rv, repr, q)
+                .await;
         }
         // A plain GET of one object.
         if let (Some(name), Some(ns)) = (name, namespace.as_deref()) {
@@ -608,7 +630,7 @@ impl ApiServer {
     /// Waits (bounded) until the store reaches `rv`; false when it does not in time.
     async fn wait_for_rv(&self, rv: u64) -> bool {
         let mut rx = self.store.subscribe();
-        let deadline = tokio::time::Instant::now() + TOO_NEW_WAIT;
+        let deadline = tokio::time::Instant::now() + self.opts.too_new_wait;
         while self.store.current_resource_version() < rv {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Err(_) => return false,
@@ -749,8 +771,11 @@ impl ApiServer {
         }
     }
 
+    /// A watch. One from a resourceVersion the store has not reached waits for it like a list does, then is
+    /// refused with 504 "Too large resource version" (an API server restored or replaced behind the same address:
+    /// the client must re-list).
     #[allow(clippy::too_many_arguments)]
-    fn watch(
+    async fn watch(
         &self,
         kind: ResourceKind,
         namespace: Option<String>,
@@ -794,7 +819,15 @@ impl ApiServer {
             }
             (Some(false), RvParam::Unset | RvParam::Zero) => WatchFrom::Now,
             (_, RvParam::Unset | RvParam::Zero) => WatchFrom::CurrentState,
-            (_, RvParam::At(n)) => WatchFrom::After(n),
+            (_, RvParam::At(n)) => {
+                if !self.wait_for_rv(n).await {
+                    return error_response(&StoreError::TooLargeResourceVersion {
+                        requested: n,
+                        current: self.store.current_resource_version(),
+                    });
+                }
+                WatchFrom::After(n)
+            }
         };
         let spec = WatchSpec {
             kind,
@@ -836,10 +869,14 @@ impl ApiServer {
         q: &Query,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let (dry, obj, warnings) = match read_typed_object(kind, q, req, "CreateOptions").await {
+        let manager = field_manager(q, &req);
+        let (dry, mut obj, warnings) = match read_typed_object(kind, q, req, "CreateOptions").await
+        {
             Ok(read) => read,
             Err(response) => return response,
         };
+        let now = clock::rfc3339_seconds(chrono::Utc::now());
+        managed_fields::record_update(kind, None, &mut obj, &manager, &now);
         let response = match self.store.create_with(kind, ns, obj, dry) {
             Ok(o) => json_response(201, &o),
             Err(e) => error_response(&e),
@@ -855,11 +892,19 @@ impl ApiServer {
         q: &Query,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let (dry, obj, warnings) = match read_typed_object(kind, q, req, "UpdateOptions").await {
+        let manager = field_manager(q, &req);
+        let (dry, mut obj, warnings) = match read_typed_object(kind, q, req, "UpdateOptions").await
+        {
             Ok(read) => read,
             Err(response) => return response,
         };
-        let response = match self.store.replace_with(kind, ns, name, obj, dry) {
+        let now = clock::rfc3339_seconds(chrono::Utc::now());
+        let result = self.store.upsert_with(kind, ns, name, dry, |cur| {
+            check_uid_precondition(kind, name, cur, &obj)?;
+            managed_fields::record_update(kind, cur, &mut obj, &manager, &now);
+            Ok(obj)
+        });
+        let response = match result {
             Ok((o, created)) => json_response(if created { 201 } else { 200 }, &o),
             Err(e) => error_response(&e),
         };
@@ -882,16 +927,21 @@ impl ApiServer {
             Ok(d) => d,
             Err(r) => return status_response(r),
         };
-        let ct = content_type(&req);
-        let merge = match ct.as_str() {
-            "application/merge-patch+json" => true,
-            "application/json-patch+json" => false,
-            _ => {
-                return unsupported_media_type(
-                    "application/json-patch+json, application/merge-patch+json",
-                )
-            }
+        let force = match q.get_bool("force") {
+            Ok(f) => f,
+            Err(e) => return bad_request(e),
         };
+        let ct = content_type(&req);
+        let Some(patch_type) = PatchType::of(&ct) else {
+            return unsupported_media_type(PatchType::ACCEPTED);
+        };
+        if force.is_some() && patch_type != PatchType::Apply {
+            return bad_request(format!(
+                "force: Invalid value: {}: may not be specified for non-apply patch",
+                force.unwrap_or_default()
+            ));
+        }
+        let manager = field_manager(q, &req);
         let bytes = match read_body(req.into_body()).await {
             Ok(b) => b,
             Err(r) => return status_response(r),
@@ -900,32 +950,119 @@ impl ApiServer {
             Ok(v) => v,
             Err(r) => return status_response(r),
         };
-        if merge && !patch.is_object() {
+        if patch_type == PatchType::Apply {
+            let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
+                return status_response(status::failure(
+                    422,
+                    "Invalid",
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                    None,
+                ));
+            };
+            let who = super::apply::Applier {
+                manager,
+                force: force.unwrap_or(false),
+                now: &clock::rfc3339_seconds(chrono::Utc::now()),
+            };
+            return self.server_side_apply(kind, ns, name, &patch, &who, dry);
+        }
+        if patch_type == PatchType::Merge && !patch.is_object() {
             return bad_request("the body of a merge patch must be a JSON object");
         }
-        let apply = |cur: &Value| {
-            if merge {
-                let mut next = cur.clone();
-                super::merge_patch::merge_patch(&mut next, &patch);
-                return Ok(next);
-            }
-            super::merge_patch::json_patch(cur, &patch).map_err(|e| {
+        let now = clock::rfc3339_seconds(chrono::Utc::now());
+        let mut warnings = Vec::new();
+        let result = self.store.patch_with(kind, ns, name, dry, |cur| {
+            let rejected = |e: String| {
                 StoreError::BadRequest(format!(
                     "the server rejected our request due to an error in our request: {e}"
                 ))
-            })
-        };
-        let mut warnings = Vec::new();
-        let result = self.store.patch_with(kind, ns, name, dry, |cur| {
-            let (patched, found) = decode_patched(kind, apply(cur)?, directive)?;
+            };
+            // The patched object is decoded as the API server decodes it: pruned, with a
+            // warning per unknown field, or refused (422, field `patch`).
+            let (mut next, found) = match patch_type {
+                PatchType::Merge => {
+                    let mut next = cur.clone();
+                    super::merge_patch::merge_patch(&mut next, &patch);
+                    decode_patched(kind, next, directive)?
+                }
+                PatchType::Json => {
+                    let next = super::merge_patch::json_patch(cur, &patch).map_err(rejected)?;
+                    decode_patched(kind, next, directive)?
+                }
+                PatchType::Strategic | PatchType::Apply => {
+                    let next = super::strategic_merge::apply(cur, &patch, Schema::of(kind))
+                        .map_err(rejected)?;
+                    decode_strategic(kind, next, &patch, directive)?
+                }
+            };
             warnings = found;
-            Ok(patched)
+            managed_fields::record_update(kind, Some(cur), &mut next, &manager, &now);
+            Ok(next)
         });
         let response = match result {
             Ok(o) => json_response(200, &o),
             Err(e) => error_response(&e),
         };
         with_warnings(response, &warnings)
+    }
+
+    /// Server-side apply: create-or-update under optimistic concurrency (the merged object
+    /// carries the live resourceVersion, so a write in between is retried, not lost).
+    fn server_side_apply(
+        &self,
+        kind: ResourceKind,
+        ns: &str,
+        name: &str,
+        config: &Value,
+        who: &super::apply::Applier<'_>,
+        dry: bool,
+    ) -> Response<Body> {
+        if !config.is_object() {
+            return bad_request("the body of an apply patch must be an object");
+        }
+        // The configuration is typed against the schema first, dry run or not.
+        if let Some(error) = super::apply::typed_patch_error(kind, config) {
+            return error_response(&StoreError::Internal(error));
+        }
+        if let Some(given) = config.pointer("/metadata/name").and_then(Value::as_str) {
+            if given != name {
+                return bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                ));
+            }
+        }
+        for _ in 0..5 {
+            let live = self.store.get(kind, ns, name);
+            let mut next = match super::apply::apply(kind, live.as_ref(), config, who) {
+                Ok(next) => next,
+                Err(conflict) => return status_response(conflict),
+            };
+            let result = match live {
+                None => {
+                    if let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.insert("name".into(), json!(name));
+                    }
+                    self.store
+                        .create_with(kind, ns, next, dry)
+                        .map(|o| (o, 201))
+                }
+                Some(_) => self
+                    .store
+                    .patch_with(kind, ns, name, dry, |_| Ok(next))
+                    .map(|o| (o, 200)),
+            };
+            match result {
+                Ok((object, code)) => return json_response(code, &object),
+                Err(StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }) => continue,
+                Err(StoreError::Conflict { .. })
+                    if config.pointer("/metadata/resourceVersion").is_none() =>
+                {
+                    continue
+                }
+                Err(e) => return error_response(&e),
+            }
+        }
+        error_response(&StoreError::conflict(kind, name))
     }
 
     async fn delete(
@@ -1029,6 +1166,44 @@ impl ApiServer {
     }
 }
 
+/// The patch formats served, by content type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+impl PatchType {
+    const ACCEPTED: &'static str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
+
+    fn of(content_type: &str) -> Option<PatchType> {
+        match content_type {
+            "application/json-patch+json" => Some(PatchType::Json),
+            "application/merge-patch+json" => Some(PatchType::Merge),
+            "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
+            "application/apply-patch+yaml" => Some(PatchType::Apply),
+            _ => None,
+        }
+    }
+}
+
+/// The field manager of a write: `fieldManager`, else the client's name from its
+/// User-Agent (as the API server does), else `unknown`.
+fn field_manager(q: &Query, req: &Request<Incoming>) -> String {
+    if let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        return manager.to_owned();
+    }
+    req.headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|name| !name.is_empty())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
 fn unsupported_media_type(accepted: &str) -> Response<Body> {
     status_response(status::failure(
         415,
@@ -1126,12 +1301,12 @@ mod tests {
             route("/apis/discovery.k8s.io/v1/namespaces/loco/endpoints"),
             Route::NotFound
         );
-        assert_eq!(route("/openapi/v3"), Route::OpenApi(String::new()));
+        assert_eq!(route("/openapi/v3"), Route::OpenApi(None));
         assert_eq!(
             route("/openapi/v3/apis/discovery.k8s.io/v1"),
-            Route::OpenApi("apis/discovery.k8s.io/v1".into())
+            Route::OpenApi(Some("apis/discovery.k8s.io/v1".into()))
         );
-        assert_eq!(route("/openapi/v2"), Route::NotFound);
+        assert_eq!(route("/openapi/v2"), Route::OpenApiV2);
         assert_eq!(route("/sim/faults/stall"), Route::Admin("stall".into()));
     }
 

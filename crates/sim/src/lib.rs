@@ -11,9 +11,11 @@
 //! Only HTTP/1.1 is served (kubectl and kube-rs use it for `http://` URLs).
 
 mod api;
+mod apply;
 mod clock;
 mod discovery;
 mod faults;
+mod managed_fields;
 mod media;
 mod merge_patch;
 mod openapi;
@@ -22,6 +24,7 @@ pub mod scenario;
 mod selector;
 mod status;
 mod store;
+mod strategic_merge;
 mod table;
 mod watch;
 
@@ -53,6 +56,9 @@ pub struct SimOptions {
     pub bookmark_interval: Duration,
     /// Minor version reported by /version (kubectl's dispatcher picks `kubectl.1.<minor>` from it).
     pub server_minor: String,
+    /// How long a get, list or watch at a resourceVersion newer than the store waits for it before answering
+    /// 504 "Too large resource version" (the API server's watch cache waits 3 s).
+    pub too_new_wait: Duration,
 }
 
 impl Default for SimOptions {
@@ -61,6 +67,7 @@ impl Default for SimOptions {
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(30),
             server_minor: "30".into(),
+            too_new_wait: Duration::from_secs(3),
         }
     }
 }

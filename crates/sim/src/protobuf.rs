@@ -1,9 +1,29 @@
-//! Just enough of Kubernetes' protobuf encoding to read the name of an object a client sends
-//! as `application/vnd.kubernetes.protobuf` (kubectl 1.33's `create namespace` does): the
-//! `k8s\0` envelope holds a `runtime.Unknown` whose `raw` (field 2) is the object, whose
-//! `metadata` (field 1) holds `name` (field 1).
+//! Just enough of the protobuf wire format for what kubectl sends and reads: decoding the name
+//! of an object a client sends as `application/vnd.kubernetes.protobuf` (kubectl 1.33's
+//! `create namespace` does: the `k8s\0` envelope holds a `runtime.Unknown` whose `raw`
+//! (field 2) is the object, whose `metadata` (field 1) holds `name` (field 1)), and encoding
+//! length-delimited fields (the OpenAPI v2 document kubectl 1.27 reads, see
+//! [`crate::openapi::v2`]).
 
 const MAGIC: &[u8] = b"k8s\0";
+
+/// Field `number` of a message, length-delimited (wire type 2): a string, bytes or an embedded
+/// message.
+pub fn delimited(number: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 6);
+    put_varint(&mut out, u64::from(number) << 3 | 2);
+    put_varint(&mut out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
 
 /// The length-delimited field `number` of one protobuf message, if present.
 fn field(mut message: &[u8], number: u64) -> Option<&[u8]> {
@@ -57,10 +77,12 @@ pub fn object_name(body: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn delimited(number: u8, value: &[u8]) -> Vec<u8> {
-        let mut out = vec![(number << 3) | 2, value.len() as u8];
-        out.extend_from_slice(value);
-        out
+    #[test]
+    fn long_fields_get_a_varint_length_and_read_back() {
+        let long = vec![b'x'; 300];
+        let encoded = delimited(2, &long);
+        assert_eq!(&encoded[..3], &[0x12, 0xac, 0x02]);
+        assert_eq!(field(&encoded, 2), Some(long.as_slice()));
     }
 
     #[test]

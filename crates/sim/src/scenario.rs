@@ -26,6 +26,10 @@ use tracing::{debug, warn};
 /// The most endpoints the controller packs into one slice by default.
 const ENDPOINTS_PER_SLICE: usize = 100;
 
+/// Steps a StatefulSet [already up](EmulatorCluster::already_up) stays steady before the
+/// story starts.
+pub const QUIET_STEPS: u32 = 10;
+
 /// What the scenario simulates.
 #[derive(Clone, Debug)]
 pub struct ScenarioConfig {
@@ -80,6 +84,9 @@ pub struct EmulatorCluster {
     /// When the pods last changed in a way the endpoints show: the trigger time the
     /// controller writes with the objects that change.
     last_change: Option<DateTime<Utc>>,
+    /// Steps left before anything happens to the pods (a StatefulSet already up stays
+    /// steady for a moment).
+    quiet_steps: u32,
 }
 
 impl EmulatorCluster {
@@ -98,7 +105,26 @@ impl EmulatorCluster {
             next_ip: 0,
             slice_suffix,
             last_change: None,
+            quiet_steps: 0,
         }
+    }
+
+    /// The StatefulSet already up: every replica created in ordinal order and ready, as
+    /// after its ordered start-up has run its course. It stays so for the first
+    /// [`QUIET_STEPS`] steps, then the story goes on. The pods came up at `now`: the trigger
+    /// time of the first objects written.
+    pub fn already_up(config: ScenarioConfig, now: DateTime<Utc>) -> Self {
+        let mut cluster = Self::new(config);
+        cluster.quiet_steps = QUIET_STEPS;
+        for ordinal in 0..cluster.desired {
+            let mut pod = cluster.new_pod();
+            pod.phase = Phase::Ready;
+            cluster.pods.insert(ordinal, pod);
+        }
+        if !cluster.pods.is_empty() {
+            cluster.last_change = Some(now);
+        }
+        cluster
     }
 
     pub fn config(&self) -> &ScenarioConfig {
@@ -163,6 +189,10 @@ impl EmulatorCluster {
 
     /// Now and then: a readiness failure, a scale change or a rolling update.
     fn random_event(&mut self) -> bool {
+        if self.quiet_steps > 0 {
+            self.quiet_steps -= 1;
+            return false;
+        }
         let roll: f64 = self.rng.random();
         let ready: Vec<u32> = self
             .pods
@@ -420,10 +450,35 @@ fn write_if_changed(
     }
 }
 
-/// Runs the scenario against `store` at the configured pace until `cancel` fires.
+/// Runs the scenario against `store` at the configured pace until `cancel` fires, from an
+/// empty StatefulSet (pods boot one by one).
 pub async fn run_scenario(store: Store, config: ScenarioConfig, cancel: CancellationToken) {
-    let mut cluster = EmulatorCluster::new(config.clone());
-    let mut ticker = tokio::time::interval(config.pace);
+    let ticker = tokio::time::interval(config.pace);
+    play(store, EmulatorCluster::new(config), ticker, cancel).await
+}
+
+/// Runs the scenario with the StatefulSet [already up](EmulatorCluster::already_up): every
+/// pod is written ready at once, and the story starts one pace later.
+pub async fn run_scenario_already_up(
+    store: Store,
+    config: ScenarioConfig,
+    cancel: CancellationToken,
+) {
+    let cluster = EmulatorCluster::already_up(config.clone(), Utc::now());
+    if let Err(error) = sync_into_store(&store, &cluster) {
+        warn!(%error, "scenario could not write to the simulated API");
+    }
+    let start = tokio::time::Instant::now() + config.pace;
+    let ticker = tokio::time::interval_at(start, config.pace);
+    play(store, cluster, ticker, cancel).await
+}
+
+async fn play(
+    store: Store,
+    mut cluster: EmulatorCluster,
+    mut ticker: tokio::time::Interval,
+    cancel: CancellationToken,
+) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -517,6 +572,24 @@ mod tests {
         assert!(terminating, "no termination");
         assert!(fewer, "no scale down");
         assert!(replaced, "no pod replaced");
+    }
+
+    #[test]
+    fn a_statefulset_already_up_has_every_replica_ready_then_goes_on_with_the_story() {
+        let mut cluster = EmulatorCluster::already_up(config(9, 11), t(0));
+        let states = cluster.pod_states();
+        let expected: Vec<String> = (0..9).map(|n| format!("loco-loco-emulator-{n}")).collect();
+        assert_eq!(states.keys().cloned().collect::<Vec<_>>(), expected);
+        assert!(states.values().all(|flags| *flags == (true, false)));
+        assert_eq!(cluster.slices()[0].endpoints.len(), 9);
+        for s in 1..=i64::from(QUIET_STEPS) {
+            assert!(!cluster.step(t(s)), "steady for the first steps");
+        }
+        let mut changed = false;
+        for s in 100..300 {
+            changed |= cluster.step(t(s));
+        }
+        assert!(changed, "the story goes on");
     }
 
     #[test]

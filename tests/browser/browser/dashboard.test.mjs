@@ -2,13 +2,13 @@
 // `demo`, and `sim` + `serve` written to over the simulated Kubernetes API.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, startDemo, startGateway, startSim, freePort, eventually, sleep } from '../lib/processes.mjs';
-import { SERVICE, endpoint, slice, createSlice, patchEndpoints, deleteSlice, live } from '../lib/sim.mjs';
+import { repoRoot, startDemo, startGateway, startSimAndGateway, freePort, eventually, sleep } from '../lib/processes.mjs';
+import { SERVICE, endpoint, nineEndpoints, slice, createSlice, patchEndpoints, deleteSlice, live } from '../lib/sim.mjs';
 import { launchBrowser, openPage, cardsOnPage, sameView, connectionState } from '../lib/browser.mjs';
+import { streamBlockingProxy } from '../lib/proxy.mjs';
 
 const outputDir = path.resolve(repoRoot, process.env.CI_OUTPUT_DIR || 'target/ci-output');
 const TEST_TIMEOUT = 60000;
@@ -35,17 +35,8 @@ after(async () => {
 });
 
 /** Starts a sim and a gateway following it; `t.after` stops both by PID. */
-async function simAndGateway(t, { services, listen } = {}) {
-  const dir = mkdtempSync(path.join(workDir, 'sim-'));
-  const sim = await startSim(dir);
-  t.after(() => sim.stop());
-  const gateway = await startGateway(sim.kubeconfig, { services, listen });
-  t.after(() => gateway.stop());
-  return { sim, gateway, dir };
-}
-
-function nineEndpoints(overrides = {}) {
-  return Array.from({ length: 9 }, (_, n) => endpoint(n, overrides[n] ?? {}));
+function simAndGateway(t, options = {}) {
+  return startSimAndGateway(t, workDir, options);
 }
 
 async function expectCardsMatchLive(page, gatewayUrl, what, timeoutMs = 5000) {
@@ -81,18 +72,24 @@ test('the demo renders its instances from the stream', { timeout: TEST_TIMEOUT }
   await eventually(async () => (await connectionState(page)).state === 'live', { what: 'the stream goes live' });
   assert.ok(requests.some((u) => u.includes('/api/instances/stream')), 'the page opened the event stream');
 
-  // The demo keeps changing; the page follows through deltas (the event log fills).
+  // The demo opens on its StatefulSet up: nine ready pods.
+  await eventually(async () => {
+    const cards = await cardsOnPage(page);
+    return cards.length === 9 && cards.every((c) => c.status === 'ready');
+  }, { timeoutMs: 5000, what: 'nine ready pods shown' });
+
+  // Then the story plays; the page follows through deltas (the event log fills).
   await eventually(async () => (await page.$$('.log-entry[data-type^="Instance"]')).length >= 3, {
     timeoutMs: 10000,
     what: 'deltas arrive in the event log',
   });
-  await eventually(async () => (await cardsOnPage(page)).length === 9, { timeoutMs: 20000, what: 'all nine pods shown' });
   await expectCardsMatchLive(page, demo.url, 'cards match /api/instances/live', 10000);
 
   const header = await page.$eval('#mode', (el) => el.textContent.replace(/\s+/g, ' ').trim());
   assert.match(header, /^Auto-Discovery: kubernetes-endpointslices \(\d+ pods\)$/);
   const cards = await cardsOnPage(page);
-  assert.deepEqual(cards.map((c) => c.id), cards.map((_, n) => `instance-${n}`), 'ordinal order');
+  const ordinals = cards.map((c) => Number(c.id.replace('instance-', '')));
+  assert.deepEqual(ordinals, [...ordinals].sort((a, b) => a - b), 'ordinal order');
   for (const card of cards) assert.ok(card.label.length > 0, `${card.id} has a status text, not only a colour`);
   const latency = await page.$eval('#latency', (el) => el.textContent);
   assert.match(latency, /^\d+(\.\d)? m?s$/, 'a discovery latency is shown');
@@ -188,47 +185,6 @@ test('a gateway restart shows reconnecting, then converges to the right state', 
   assert.equal(emptySlot, 'Empty slot', 'slot 8 stays on the grid, empty');
   assert.deepEqual(errors, []);
 });
-
-/** A pass-through HTTP proxy in front of the gateway that can refuse the event stream. */
-async function streamBlockingProxy(t, target) {
-  const state = { blockStream: false, streams: new Set() };
-  const server = http.createServer((req, res) => {
-    if (state.blockStream && req.url.includes('/instances/stream')) {
-      res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5' });
-      res.end('{"error":"stream blocked by the test proxy","code":503}');
-      return;
-    }
-    const upstream = http.request(target + req.url, { method: req.method, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode, up.headers);
-      up.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
-    if (req.url.includes('/instances/stream')) {
-      state.streams.add(res);
-      res.on('close', () => {
-        state.streams.delete(res);
-        upstream.destroy();
-      });
-    }
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise((resolve) => {
-    for (const res of state.streams) res.destroy();
-    server.closeAllConnections?.();
-    server.close(resolve);
-  }));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    blockStream() {
-      state.blockStream = true;
-      for (const res of state.streams) res.destroy();
-    },
-    unblockStream() {
-      state.blockStream = false;
-    },
-  };
-}
 
 test('with the stream refused, the page falls back to polling the snapshot', { timeout: TEST_TIMEOUT }, async (t) => {
   const { sim, gateway } = await simAndGateway(t);

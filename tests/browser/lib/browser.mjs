@@ -50,7 +50,7 @@ export function cardsOnPage(page) {
 
 /** The same view from a snapshot envelope. */
 export function viewOfSnapshot(snapshot) {
-  return snapshot.instances.map((i) => ({ key: i.key, id: i.id, status: i.status }));
+  return snapshot.instances.map((i) => ({ key: i.key, id: i.id, status: i.state ?? i.status }));
 }
 
 export function sameView(cards, snapshot) {

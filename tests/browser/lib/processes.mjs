@@ -1,7 +1,7 @@
 // Starting and stopping the loco-discovery binaries for the browser tests: each runs on
 // 127.0.0.1, is found by the URL it prints, and is stopped by its PID.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -126,6 +126,16 @@ export function startGateway(kubeconfig, { listen = '127.0.0.1:0', services, ext
     env: { KUBECONFIG: kubeconfig },
     name: 'serve',
   });
+}
+
+/** A sim (in a new folder under `workDir`) and a gateway following it; `t.after` stops both by PID. */
+export async function startSimAndGateway(t, workDir, { services, listen } = {}) {
+  const dir = mkdtempSync(path.join(workDir, 'sim-'));
+  const sim = await startSim(dir);
+  t.after(() => sim.stop());
+  const gateway = await startGateway(sim.kubeconfig, { services, listen });
+  t.after(() => gateway.stop());
+  return { sim, gateway, dir };
 }
 
 /** `demo`: the simulated 9-pod cluster and the gateway in one process. */

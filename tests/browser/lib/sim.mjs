@@ -16,6 +16,11 @@ export function endpoint(ordinal, { service = SERVICE, serving = true, terminati
   };
 }
 
+/** Emulator pods 0–8, each with the options of `overrides[ordinal]`. */
+export function nineEndpoints(overrides = {}) {
+  return Array.from({ length: 9 }, (_, n) => endpoint(n, overrides[n] ?? {}));
+}
+
 export function slice(name, endpoints, { service = SERVICE } = {}) {
   return {
     apiVersion: 'discovery.k8s.io/v1',

@@ -95,7 +95,9 @@ fn snapshot_lists_instances_in_ordinal_order_with_consistent_counts() {
 
 #[test]
 fn snapshot_json_has_both_envelope_spellings() {
-    let snap = fed().hub.snapshot(&Filter::default(), t(2));
+    let f = fed();
+    f.hub.confirm(t(1));
+    let snap = f.hub.snapshot(&Filter::default(), t(2));
     let json = serde_json::to_value(&snap).unwrap();
     assert_eq!(json["mode"], "kubernetes-endpointslices");
     assert_eq!(json["discoveryMode"], "kubernetes-endpointslices");
@@ -105,6 +107,7 @@ fn snapshot_json_has_both_envelope_spellings() {
     assert_eq!(json["summary"]["total"], 3);
     assert_eq!(json["lastUpdate"], "2023-11-14T22:13:22.000Z");
     assert_eq!(json["summary"]["lastUpdate"], json["lastUpdate"]);
+    assert_eq!(json["synced"], true);
 }
 
 #[test]
@@ -136,8 +139,13 @@ fn last_update_stops_advancing_while_the_watch_is_broken() {
     assert_eq!(f.hub.snapshot(&Filter::default(), t(9)).last_update, t(9));
     f.hub.mark_unsynced();
     assert_eq!(f.hub.snapshot(&Filter::default(), t(30)).last_update, t(5));
-    f.hub.publish(&[], "x", t(31));
-    assert_eq!(f.hub.snapshot(&Filter::default(), t(40)).last_update, t(40));
+    assert!(!f.hub.snapshot(&Filter::default(), t(30)).synced);
+    // A replica-local change (a probe, a metadata edit) confirms nothing.
+    f.hub.publish(&[], "probe-1", t(31));
+    assert_eq!(f.hub.snapshot(&Filter::default(), t(32)).last_update, t(5));
+    f.hub.confirm(t(33));
+    let snap = f.hub.snapshot(&Filter::default(), t(40));
+    assert_eq!((snap.last_update, snap.synced), (t(40), true));
 }
 
 #[test]
@@ -310,4 +318,79 @@ fn a_position_whose_following_frames_were_pruned_gets_a_reset() {
             .start,
         Start::Reset { .. }
     ));
+}
+
+#[test]
+fn a_resource_version_going_back_starts_a_new_epoch_that_no_old_id_resumes_into() {
+    let mut f = Fixture::new(HubLimits::default());
+    assert!(!f.hub.observe_resource_version(101));
+    f.set(&[(0, true)]);
+    assert!(!f.hub.observe_resource_version(102));
+    f.set(&[(0, true), (1, true)]);
+    let old_id = "101.1";
+    let before = f.hub.subscribe(&Filter::default(), Some(old_id), t(5));
+    assert!(matches!(before.start, Start::Resume { .. }));
+    assert_eq!(before.epoch, 0);
+    let mut live = before.live;
+
+    assert!(
+        f.hub.observe_resource_version(3),
+        "3 after 102: another history"
+    );
+    f.rv = 2;
+    f.set(&[(1, true)]);
+    let frame = live.try_recv().unwrap();
+    assert_eq!(
+        frame.epoch, 1,
+        "live frames say which history they belong to"
+    );
+    let after = f.hub.subscribe(&Filter::default(), Some(old_id), t(6));
+    assert!(
+        matches!(after.start, Start::Reset { .. }),
+        "an id of the old history is not resumable"
+    );
+    assert_eq!(after.epoch, 1);
+    assert!(!f.hub.observe_resource_version(4));
+}
+
+#[test]
+fn a_terminating_instance_says_degraded_to_the_cards_and_offline_as_its_state() {
+    let mut index = EndpointIndex::new(IndexConfig::default());
+    let endpoints = vec![
+        mk_endpoint("emu-0", "10.0.0.1", true, false),
+        mk_endpoint("emu-1", "10.0.0.2", false, false),
+        mk_endpoint("emu-2", "10.0.0.3", false, true),
+    ];
+    let out = index.apply(&mk_slice("loco", "s", "emu", endpoints), t(1));
+    let hub = Hub::new(info(), t(0));
+    hub.publish(&out.deltas, "5", t(2));
+    let json = serde_json::to_value(hub.snapshot(&Filter::default(), t(3))).unwrap();
+    let words: Vec<(String, String, String)> = json["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let word = |f: &str| i[f].as_str().unwrap().to_owned();
+            (
+                word("status"),
+                word("state"),
+                i["health"]["details"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("ready", "ready", "serving"),
+        ("booting", "booting", "not serving"),
+        ("degraded", "offline", "terminating"),
+    ];
+    assert_eq!(
+        words,
+        expected.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    );
+    assert_eq!(
+        json["stats"]["notReady"], 2,
+        "counted by state, not by the card word"
+    );
+    let back: Instance = serde_json::from_value(json["instances"][2].clone()).unwrap();
+    assert_eq!(back.status, Status::Offline);
 }

@@ -955,6 +955,42 @@ fn a_failing_probe_degrades_a_serving_instance_and_a_passing_one_restores_it() {
 }
 
 #[test]
+fn the_overlay_digest_follows_probe_outcomes_and_metadata_but_not_measurements() {
+    let mut a = index();
+    let mut b = index();
+    for idx in [&mut a, &mut b] {
+        idx.apply(&slice("a", vec![ready(0), ready(1)]), t(0));
+    }
+    assert_eq!(
+        a.overlay_digest(),
+        None,
+        "no local inputs, nothing to digest"
+    );
+    a.set_probe(KEY0, probe(true, 1), t(1));
+    let mut slower = probe(true, 2);
+    slower.latency_ms = Some(900);
+    b.set_probe(KEY0, slower, t(2));
+    assert!(a.overlay_digest().is_some());
+    assert_eq!(
+        a.overlay_digest(),
+        b.overlay_digest(),
+        "same outcomes, same digest"
+    );
+
+    let before = b.overlay_digest();
+    b.set_probe(KEY0, probe(false, 3), t(3));
+    assert_ne!(b.overlay_digest(), before, "another outcome");
+    b.set_probe(KEY0, probe(true, 4), t(4));
+    assert_eq!(b.overlay_digest(), before, "the same outcome again");
+
+    let named = crate::metadata::MetadataMap::parse(r#"{"0": {"name": "Host"}}"#).unwrap();
+    b.set_metadata(named.clone(), t(5));
+    assert_ne!(b.overlay_digest(), a.overlay_digest());
+    a.set_metadata(named, t(6));
+    assert_eq!(b.overlay_digest(), a.overlay_digest());
+}
+
+#[test]
 fn a_failing_probe_does_not_change_a_pod_that_is_not_serving() {
     let mut idx = index();
     idx.apply(&slice("a", vec![booting(1)]), t(0));

@@ -76,6 +76,10 @@ pub enum StoreError {
     /// 403: one of the namespaces the API server keeps (`default`, `kube-system`, `kube-public`).
     #[error("namespaces \"{0}\" is forbidden: this namespace may not be deleted")]
     NamespaceUndeletable(String),
+    /// 500 with no reason: an error the API server does not map to a Status (a server-side
+    /// apply configuration that does not fit the schema).
+    #[error("{0}")]
+    Internal(String),
     /// 422: a namespace name that is not a DNS label.
     #[error("Namespace \"{name}\" is invalid: metadata.name: {}", .cause.message)]
     NamespaceInvalid { name: String, cause: Cause },
@@ -109,7 +113,7 @@ impl StoreError {
             | StoreError::NamespaceInvalid { .. }
             | StoreError::PatchUndecodable { .. } => 422,
             StoreError::NamespaceUndeletable(_) => 403,
-            StoreError::ResourceVersionOnCreate => 500,
+            StoreError::ResourceVersionOnCreate | StoreError::Internal(_) => 500,
             StoreError::BadRequest(_) => 400,
             StoreError::Expired(_) => 410,
             StoreError::TooLargeResourceVersion { .. } => 504,
@@ -126,7 +130,7 @@ impl StoreError {
             | StoreError::NamespaceInvalid { .. }
             | StoreError::PatchUndecodable { .. } => "Invalid",
             StoreError::NamespaceUndeletable(_) => "Forbidden",
-            StoreError::ResourceVersionOnCreate => "",
+            StoreError::ResourceVersionOnCreate | StoreError::Internal(_) => "",
             StoreError::BadRequest(_) => "BadRequest",
             StoreError::Expired(_) => "Expired",
             StoreError::TooLargeResourceVersion { .. } => "Timeout",
@@ -180,7 +184,8 @@ impl StoreError {
             }),
             StoreError::BadRequest(_)
             | StoreError::Expired(_)
-            | StoreError::ResourceVersionOnCreate => None,
+            | StoreError::ResourceVersionOnCreate
+            | StoreError::Internal(_) => None,
         };
         status::failure(self.code(), self.reason(), &message, details.as_ref())
     }

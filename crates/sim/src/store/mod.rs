@@ -19,8 +19,9 @@ pub use error::StoreError;
 pub use events::{watch_line, EventType, ListFrom, ListPage, StoredEvent, WatchFrom, WatchStart};
 pub use kind::ResourceKind;
 pub use namespaces::INITIAL_NAMESPACES;
+pub(crate) use objects::check_uid_precondition;
 pub use objects::{key_of, with_rv, MAX_ENDPOINTS_PER_SLICE, TRIGGER_TIME_ANNOTATION};
-pub use schema::{decode, decode_patched, FieldValidation};
+pub use schema::{decode, decode_patched, decode_strategic, go_print, FieldValidation};
 
 use self::continue_token::*;
 use self::error::*;

@@ -1,13 +1,18 @@
 //! What the API server's typed decoding and validation do to an EndpointSlice or Endpoints
 //! body.
 //!
-//! - **Decoding** (HTTP writes only): every known field has a Go type; a value of another
-//!   type is refused with the message of Go's JSON decoder (`json: cannot unmarshal string
-//!   into Go struct field Endpoint.endpoints.addresses of type []string`): 400 BadRequest on
-//!   a create or replace, 422 Invalid (field `patch`) when a patch produces it. Unknown
-//!   fields are pruned, and reported as the request's `fieldValidation` asks: `Strict`
-//!   refuses them (400, `strict decoding error: unknown field "…"`), `Warn` (the default)
-//!   answers with a `Warning` header per field, `Ignore` says nothing.
+//! - **Decoding** (HTTP writes only, dry runs included): every known field has a Go type; a
+//!   value of another type is refused: on a create or replace with the message of Go's JSON
+//!   decoder (`json: cannot unmarshal string into Go struct field
+//!   Endpoint.endpoints.addresses of type []string`, 400 BadRequest); when a JSON or merge
+//!   patch produces it, with the same message as a 422 Invalid whose field is `patch`; when a
+//!   strategic merge patch does, with the unstructured converter's message (`cannot restore
+//!   slice from string`) in the same 422. Unknown fields are pruned, and reported as the
+//!   request's `fieldValidation` asks: `Strict` refuses them (`strict decoding error:
+//!   unknown field "…"`: 400 on a create or replace, the 422 of field `patch` on a patch),
+//!   `Warn` (the default) answers with a `Warning` header per field, `Ignore` says nothing.
+//!   Server-side apply types its configuration against the OpenAPI schema instead
+//!   ([`crate::apply::typed_patch_error`]).
 //! - **Validation** (every write, in-process ones too): the field rules of the API server's
 //!   validation that the gateway's input depends on, as 422 causes.
 //!
@@ -244,9 +249,22 @@ fn schema(kind: ResourceKind) -> &'static Ty {
     }
 }
 
+/// Which of the API server's decoders reads an object, for the wording of a type error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Decoder {
+    /// Go's `encoding/json` (the body of a create or replace, the result of a JSON or merge
+    /// patch).
+    #[default]
+    Json,
+    /// The unstructured converter's `FromUnstructured` (the result of a strategic merge
+    /// patch, a map decoded by reflection).
+    Unstructured,
+}
+
 /// What decoding found: unknown fields (pruned) and the first type error.
 #[derive(Default)]
 struct Walk {
+    decoder: Decoder,
     unknown: Vec<String>,
     type_error: Option<String>,
     /// The Go decoder's error context: the struct holding the field, and the field names
@@ -267,9 +285,54 @@ fn describe(value: &Value) -> String {
     }
 }
 
+/// The Go kind of a value an unstructured map holds (`reflect.Kind`'s name).
+fn unstructured_kind(value: &Value) -> &'static str {
+    match value {
+        Value::String(_) => "string",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float64",
+        Value::Number(_) => "int64",
+        Value::Array(_) => "slice",
+        Value::Object(_) => "map",
+        Value::Null => "invalid",
+    }
+}
+
+/// The error of `FromUnstructured` converting `value` into a field of type `ty`, if any
+/// (`runtime.DefaultUnstructuredConverter`: only these conversions are allowed, and an
+/// out-of-range integer is truncated, not refused).
+fn unstructured_error(ty: &Ty, value: &Value) -> Option<String> {
+    let from = unstructured_kind(value);
+    match (ty, value) {
+        (_, Value::Null) | (Ty::Any, _) => None,
+        (Ty::Str(_), Value::String(_)) | (Ty::Bool, Value::Bool(_)) => None,
+        // Go converts an integer to a string (a rune), but the converter refuses it.
+        (Ty::Str(name), Value::Number(n)) if !n.is_f64() => {
+            Some(format!("cannot convert int64 to {name}"))
+        }
+        (Ty::Str(_), _) => Some("unrecognized type: string".into()),
+        (Ty::Bool, _) => Some("unrecognized type: bool".into()),
+        (Ty::Int(..), Value::Number(n)) if !n.is_f64() => None,
+        (Ty::Int(name, ..), Value::Number(n)) => {
+            let f = n.as_f64().unwrap_or(0.5);
+            (f.trunc() != f).then(|| format!("cannot convert float64 to {name}"))
+        }
+        (Ty::Int(name, ..), _) => Some(format!("unrecognized type: {name}")),
+        (Ty::List(..), Value::Array(_)) => None,
+        (Ty::List(..), _) => Some(format!("cannot restore slice from {from}")),
+        (Ty::Struct(..), Value::Object(_)) => None,
+        (Ty::Struct(..), _) => Some(format!("cannot restore struct from: {from}")),
+        (Ty::StringMap, Value::Object(map)) => {
+            map.values().find_map(|v| unstructured_error(&STRING, v))
+        }
+        (Ty::StringMap, _) => Some(format!("cannot restore map from {from}")),
+    }
+}
+
 impl Walk {
     fn mismatch(&mut self, value: &Value, go_type: &str) {
-        if self.type_error.is_some() {
+        // The unstructured converter's errors are found before a value is visited.
+        if self.type_error.is_some() || self.decoder == Decoder::Unstructured {
             return;
         }
         let what = match value {
@@ -299,6 +362,12 @@ impl Walk {
     /// Checks `value` against `ty`, pruning unknown fields; `path` is the field path as
     /// strict decoding prints it (`endpoints[0].ready`).
     fn visit(&mut self, ty: &'static Ty, value: &mut Value, path: &str) {
+        if self.decoder == Decoder::Unstructured {
+            if let Some(error) = unstructured_error(ty, value) {
+                self.type_error.get_or_insert(error);
+                return;
+            }
+        }
         let ok = match (ty, &mut *value) {
             (_, Value::Null) | (Ty::Any, _) => true,
             (Ty::Str(_), Value::String(_)) | (Ty::Bool, Value::Bool(_)) => true,
@@ -337,32 +406,41 @@ impl Walk {
         map: &mut Map<String, Value>,
         path: &str,
     ) {
-        let keys: Vec<String> = map.keys().cloned().collect();
-        for key in keys {
-            let field_path = if path.is_empty() {
-                key.clone()
+        let at = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
             } else {
                 format!("{path}.{key}")
-            };
-            let Some((field, ty)) = fields.iter().find(|(f, _)| *f == key) else {
-                map.remove(&key);
-                self.unknown.push(field_path);
-                continue;
-            };
-            let saved = self.context.replace(name);
-            self.fields.push(field);
-            if let Some(value) = map.get_mut(&key) {
-                self.visit(ty, value, &field_path);
             }
-            self.fields.pop();
-            self.context = saved;
+        };
+        // Known fields in the order of the Go struct (the order the server encodes them
+        // in, so the first type error is the one it finds first), then the unknown ones.
+        for (field, ty) in fields {
+            if let Some(value) = map.get_mut(*field) {
+                let saved = self.context.replace(name);
+                self.fields.push(field);
+                self.visit(ty, value, &at(field));
+                self.fields.pop();
+                self.context = saved;
+            }
         }
+        map.retain(|key, _| {
+            let known = fields.iter().any(|(f, _)| f == key);
+            if !known {
+                self.unknown.push(at(key));
+            }
+            known
+        });
     }
 }
 
-fn walk(kind: ResourceKind, object: &mut Value) -> Walk {
-    let mut walk = Walk::default();
+fn walk(kind: ResourceKind, object: &mut Value, decoder: Decoder) -> Walk {
+    let mut walk = Walk {
+        decoder,
+        ..Walk::default()
+    };
     walk.visit(schema(kind), object, "");
+    walk.unknown.sort();
     walk
 }
 
@@ -392,7 +470,7 @@ pub fn decode(
     mut object: Value,
     directive: FieldValidation,
 ) -> Result<(Value, Vec<String>), StoreError> {
-    let found = walk(kind, &mut object);
+    let found = walk(kind, &mut object, Decoder::Json);
     let cannot = |error: String| {
         let k = kind.kind();
         StoreError::BadRequest(format!(
@@ -408,24 +486,91 @@ pub fn decode(
     Ok((object, warnings(directive, found.unknown)))
 }
 
-/// Decodes the result of a patch: pruned, with warnings; a type error is 422 (field
-/// `patch`), unknown fields under `Strict` a 400.
+/// Decodes the result of a JSON or merge patch: pruned, with warnings; a type error, or
+/// unknown fields under `Strict`, is the 422 Invalid of field `patch` whose value is the
+/// patched object.
 pub fn decode_patched(
+    kind: ResourceKind,
+    object: Value,
+    directive: FieldValidation,
+) -> Result<(Value, Vec<String>), StoreError> {
+    let shown = object.to_string();
+    decode_patch_result(kind, object, directive, Decoder::Json, shown)
+}
+
+/// Decodes the result of a strategic merge patch `patch`, as [`decode_patched`] does, but
+/// with the unstructured converter's wording of a type error; the value of field `patch` is
+/// the patch as Go prints a map (`map[endpoints:[map[addresses:10.0.0.1]]]`).
+pub fn decode_strategic(
+    kind: ResourceKind,
+    object: Value,
+    patch: &Value,
+    directive: FieldValidation,
+) -> Result<(Value, Vec<String>), StoreError> {
+    decode_patch_result(
+        kind,
+        object,
+        directive,
+        Decoder::Unstructured,
+        go_print(patch),
+    )
+}
+
+fn decode_patch_result(
     kind: ResourceKind,
     mut object: Value,
     directive: FieldValidation,
+    decoder: Decoder,
+    shown: String,
 ) -> Result<(Value, Vec<String>), StoreError> {
-    let original = object.to_string();
-    let found = walk(kind, &mut object);
+    let found = walk(kind, &mut object, decoder);
+    let refused = |error: &str| StoreError::PatchUndecodable {
+        cause: invalid_value("patch", &json!(shown), error),
+    };
     if let Some(error) = found.type_error {
-        return Err(StoreError::PatchUndecodable {
-            cause: invalid_value("patch", &json!(original), &error),
-        });
+        return Err(refused(&error));
     }
     if directive == FieldValidation::Strict && !found.unknown.is_empty() {
-        return Err(StoreError::BadRequest(strict_error(&found.unknown)));
+        return Err(refused(&strict_error(&found.unknown)));
     }
     Ok((object, warnings(directive, found.unknown)))
+}
+
+/// A JSON value as Go's `%v` prints what `json.Unmarshal` makes of it: maps with sorted
+/// keys (`map[a:1 b:[x y]]`), slices in brackets, strings unquoted, `<nil>` for null.
+pub fn go_print(value: &Value) -> String {
+    match value {
+        Value::Null => "<nil>".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.is_finite() && f.trunc() == f && f.abs() < 1e21 => {
+                format!("{f:.0}")
+            }
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(go_print).collect();
+            format!("[{}]", items.join(" "))
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by_key(|(k, _)| *k);
+            let entries: Vec<String> = entries
+                .into_iter()
+                .map(|(k, v)| format!("{k}:{}", go_print(v)))
+                .collect();
+            format!("map[{}]", entries.join(" "))
+        }
+    }
+}
+
+/// Whether a field holds a value of another type than `expected` (null and absent are not):
+/// one that does not decode. The content rules judge only decoded values; a value of the
+/// wrong type is the decoder's to refuse, and in-process writes, which skip decoding, store
+/// it as it is (a gateway must survive such an object).
+fn undecodable(value: Option<&Value>, expected: fn(&Value) -> bool) -> bool {
+    value.is_some_and(|v| !v.is_null() && !expected(v))
 }
 
 fn items(value: Option<&Value>) -> &[Value] {
@@ -476,7 +621,8 @@ const MAX_ADDRESSES: usize = 100;
 
 /// The API server's field rules for the content of an EndpointSlice or Endpoints object
 /// (names, uids and immutability are checked with the metadata). `creating` adds the rules
-/// of a create (a supported `addressType`).
+/// of a create (a supported `addressType`). Values that do not decode are not judged
+/// ([`undecodable`]).
 pub fn content_causes(kind: ResourceKind, object: &Value, creating: bool) -> Vec<Cause> {
     let mut causes = Vec::new();
     match kind {
@@ -505,7 +651,9 @@ fn slice_causes(object: &Value, creating: bool, causes: &mut Vec<Cause>) {
     for (i, endpoint) in endpoints.iter().enumerate() {
         let at = format!("endpoints[{i}]");
         let addresses = items(endpoint.get("addresses"));
-        if addresses.is_empty() {
+        if undecodable(endpoint.get("addresses"), Value::is_array) {
+            // Not a list: nothing to count.
+        } else if addresses.is_empty() {
             causes.push(required(
                 &format!("{at}.addresses"),
                 "must contain at least 1 address",
@@ -542,6 +690,9 @@ fn slice_causes(object: &Value, creating: bool, causes: &mut Vec<Cause>) {
     }
     let mut names = BTreeSet::new();
     for (i, port) in items(object.get("ports")).iter().enumerate() {
+        if undecodable(port.get("name"), Value::is_string) {
+            continue;
+        }
         let name = port.get("name").and_then(Value::as_str).unwrap_or("");
         if !name.is_empty() {
             dns_label(causes, &format!("ports[{i}].name"), port.get("name"));
@@ -566,7 +717,9 @@ fn endpoints_causes(object: &Value, causes: &mut Vec<Cause>) {
         let at = format!("subsets[{i}]");
         let ready = items(subset.get("addresses"));
         let not_ready = items(subset.get("notReadyAddresses"));
-        if ready.is_empty() && not_ready.is_empty() {
+        let lists_decode = !undecodable(subset.get("addresses"), Value::is_array)
+            && !undecodable(subset.get("notReadyAddresses"), Value::is_array);
+        if lists_decode && ready.is_empty() && not_ready.is_empty() {
             causes.push(required(
                 &at,
                 "must specify `addresses` or `notReadyAddresses`",
@@ -576,6 +729,7 @@ fn endpoints_causes(object: &Value, causes: &mut Vec<Cause>) {
             for (j, address) in addresses.iter().enumerate() {
                 let field = format!("{at}.{list}[{j}]");
                 match address.get("ip").and_then(Value::as_str) {
+                    _ if undecodable(address.get("ip"), Value::is_string) => {}
                     Some(ip) if ip.parse::<IpAddr>().is_ok() => {}
                     ip => causes.push(invalid_value(
                         &format!("{field}.ip"),
@@ -594,12 +748,13 @@ fn endpoints_causes(object: &Value, causes: &mut Vec<Cause>) {
         for (k, port) in ports.iter().enumerate() {
             let field = format!("{at}.ports[{k}]");
             match port.get("name").and_then(Value::as_str).unwrap_or("") {
+                _ if undecodable(port.get("name"), Value::is_string) => {}
                 "" if ports.len() > 1 => causes.push(required(&format!("{field}.name"), "")),
                 "" => {}
                 _ => dns_label(causes, &format!("{field}.name"), port.get("name")),
             }
             let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
-            if !(1..=65535).contains(&number) {
+            if !undecodable(port.get("port"), Value::is_number) && !(1..=65535).contains(&number) {
                 causes.push(invalid_value(
                     &format!("{field}.port"),
                     &json!(number),
@@ -718,11 +873,140 @@ mod tests {
             "EndpointSlice in version \"v1\" cannot be handled as a EndpointSlice: strict decoding error: \
              unknown field \"endpoints[0].ready\", unknown field \"metadata.colour\", unknown field \"topology\""
         );
+        let refused = decode_patched(ResourceKind::EndpointSlice, body, FieldValidation::Strict)
+            .unwrap_err()
+            .status();
         assert_eq!(
-            bad_request(decode_patched(ResourceKind::EndpointSlice, body, FieldValidation::Strict)),
+            (refused["code"].as_u64(), refused["reason"].as_str()),
+            (Some(422), Some("Invalid"))
+        );
+        let cause = &refused["details"]["causes"][0];
+        assert_eq!(cause["field"], "patch");
+        assert!(cause["message"].as_str().unwrap().ends_with(
             "strict decoding error: unknown field \"endpoints[0].ready\", unknown field \"metadata.colour\", \
              unknown field \"topology\""
+        ));
+    }
+
+    #[test]
+    fn a_strategic_merge_patch_is_refused_in_the_unstructured_converters_words() {
+        let refused = |object: Value, patch: Value, directive| {
+            let status = decode_strategic(ResourceKind::EndpointSlice, object, &patch, directive)
+                .unwrap_err()
+                .status();
+            assert_eq!(
+                (status["code"].as_u64(), status["reason"].as_str()),
+                (Some(422), Some("Invalid"))
+            );
+            status["message"].as_str().unwrap().to_owned()
+        };
+        let patch = json!({"endpoints": [{"addresses": "10.0.0.1"}]});
+        assert_eq!(
+            refused(slice(patch["endpoints"].clone()), patch, FieldValidation::Ignore),
+            " \"\" is invalid: patch: Invalid value: \"map[endpoints:[map[addresses:10.0.0.1]]]\": \
+             cannot restore slice from string"
         );
+        let cases = [
+            (
+                json!({"conditions": {"ready": "yes"}}),
+                "unrecognized type: bool",
+            ),
+            (
+                json!({"conditions": []}),
+                "cannot restore struct from: slice",
+            ),
+            (json!({"hostname": 7}), "cannot convert int64 to string"),
+            (json!({"hostname": 7.5}), "unrecognized type: string"),
+            (
+                json!({"deprecatedTopology": "zone-a"}),
+                "cannot restore map from string",
+            ),
+        ];
+        for (fields, error) in cases {
+            let mut endpoint = json!({"addresses": ["10.0.0.1"]});
+            endpoint
+                .as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
+            let message = refused(slice(json!([endpoint])), json!({}), FieldValidation::Warn);
+            assert!(
+                message.ends_with(&format!("\"map[]\": {error}")),
+                "{message}"
+            );
+        }
+        let ports = json!({"metadata": {"name": "a"}, "ports": [{"port": 80.5, "protocol": 6}]});
+        assert!(refused(ports, json!({}), FieldValidation::Warn)
+            .ends_with("cannot convert int64 to v1.Protocol"));
+        let integral =
+            json!({"metadata": {"name": "a"}, "ports": [{"port": 80.0}], "topology": {}});
+        let (object, warnings) = decode_strategic(
+            ResourceKind::EndpointSlice,
+            integral.clone(),
+            &json!({"topology": {}}),
+            FieldValidation::Warn,
+        )
+        .unwrap();
+        assert_eq!(object.get("topology"), None);
+        assert_eq!(warnings, vec!["unknown field \"topology\""]);
+        assert!(
+            refused(integral, json!({"topology": {}}), FieldValidation::Strict).ends_with(
+                "\"map[topology:map[]]\": strict decoding error: unknown field \"topology\""
+            )
+        );
+    }
+
+    /// The Go types the decoder knows and the OpenAPI schemas served at `/openapi/v3` (that
+    /// server-side apply and the strategic merge patch follow) name the same fields.
+    #[test]
+    fn the_decoders_types_have_the_fields_of_the_openapi_schemas() {
+        fn compare(ty: &Ty, schema: crate::openapi::Schema, path: &str, out: &mut Vec<String>) {
+            match ty {
+                Ty::Struct(_, fields) => {
+                    let mut mine: Vec<&str> = fields.iter().map(|(f, _)| *f).collect();
+                    mine.sort_unstable();
+                    if mine != schema.field_names() {
+                        out.push(format!("{path}: {mine:?} vs {:?}", schema.field_names()));
+                    }
+                    for (field, ty) in *fields {
+                        compare(ty, schema.field(field), &format!("{path}.{field}"), out);
+                    }
+                }
+                Ty::List(_, element) => compare(element, schema.items(), &format!("{path}[]"), out),
+                _ => {}
+            }
+        }
+        let mut differences = Vec::new();
+        for kind in [ResourceKind::EndpointSlice, ResourceKind::Endpoints] {
+            let root = crate::openapi::Schema::of(kind);
+            compare(super::schema(kind), root, kind.kind(), &mut differences);
+        }
+        assert!(differences.is_empty(), "{differences:#?}");
+    }
+
+    #[test]
+    fn values_that_do_not_decode_are_left_to_the_decoder() {
+        let slice = json!({"addressType": "IPv4", "endpoints": [
+            {"addresses": "10.0.0.1"}, {"addresses": []}], "ports": [{"name": 7}, {"name": 8}]});
+        let fields: Vec<String> = content_causes(ResourceKind::EndpointSlice, &slice, true)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(fields, vec!["endpoints[1].addresses"]);
+        let endpoints = json!({"subsets": [
+            {"addresses": {"ip": "10.0.0.1"}},
+            {"addresses": [{"ip": 10}], "ports": [{"name": "a", "port": "80"}, {"name": 1, "port": 80}]},
+            {}]});
+        let fields: Vec<String> = content_causes(ResourceKind::Endpoints, &endpoints, true)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(fields, vec!["subsets[2]"]);
+    }
+
+    #[test]
+    fn go_prints_maps_sorted_and_strings_bare() {
+        let value = json!({"b": [1, 2.5, 3.0, null, true], "a": {"x": "y z"}});
+        assert_eq!(go_print(&value), "map[a:map[x:y z] b:[1 2.5 3 <nil> true]]");
     }
 
     #[test]
