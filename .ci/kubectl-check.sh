@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real kubectl against `loco-discovery sim`, with `loco-discovery serve` following:
-# apply an EndpointSlice, apply a changed file, diff, apply it server-side, patch it
+# apply an EndpointSlice, apply a changed file, diff (which shows no trigger-time
+# annotation changing: only controllers write it), apply it server-side, patch it
 # (strategic merge), try a server-side dry run, delete it, and watch the gateway's view
 # change. Installs kubectl when the machine has none (.ci/install-kubectl.sh) and fails
 # when it cannot be had: this check never passes without running kubectl.
@@ -80,8 +81,13 @@ slice 10.244.0.7 false false >"$work/slice.yaml"
 k apply -f "$work/slice.yaml"
 expect "d['instances'][0]['state'] == 'booting'" "instance-2 turned not ready (apply of a changed file)"
 slice 10.244.0.8 false false >"$work/slice.yaml"
-rc=0; k diff -f "$work/slice.yaml" || rc=$?
+rc=0; k diff -f "$work/slice.yaml" >"$work/diff.out" || rc=$?
+cat "$work/diff.out"
 [ "$rc" -eq 1 ] || { echo "kubectl-check: FAILED: diff exited $rc, not 1 (differences)" >&2; exit 1; }
+# The server never stamps the trigger time: a dry run leaves the annotation alone.
+if grep -q 'last-change-trigger-time' "$work/diff.out"; then
+  echo "kubectl-check: FAILED: diff shows the trigger-time annotation changing" >&2; exit 1
+fi
 k apply --server-side -f "$work/slice.yaml"
 expect "d['instances'][0]['addresses']['podIP'] == '10.244.0.8'" "instance-2 moved (server-side apply)"
 k patch endpointslice loco-loco-emulator-ci -n loco \

@@ -9,6 +9,7 @@ use crate::http::stream::StreamConfig;
 use crate::probe::ProbeConfig;
 use crate::watch::WatchBackoff;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use loco_discovery_core::dns::DnsNaming;
 use loco_discovery_core::hub::HubLimits;
 use loco_discovery_core::index::IndexConfig;
 use std::net::SocketAddr;
@@ -87,6 +88,10 @@ pub struct DiscoveryArgs {
     /// The cluster's DNS domain, used in each instance's dnsName.
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// The cluster's CoreDNS runs with `endpoint_pod_names`: name endpoints without a
+    /// hostname by their pod instead of their dashed address.
+    #[arg(long, env = "DNS_POD_NAMES")]
+    pub dns_pod_names: bool,
     /// The instances file of the static mode (JSON or YAML), followed for changes.
     #[arg(long, env = "STATIC_INSTANCES_FILE", value_name = "PATH")]
     pub static_file: Option<PathBuf>,
@@ -134,7 +139,10 @@ impl DiscoveryArgs {
         config.prefer_zone = self.prefer_zone.clone();
         config.consistency.interval = self.consistency_check_interval;
         config.index = IndexConfig {
-            cluster_domain: self.cluster_domain.clone(),
+            dns: DnsNaming {
+                cluster_domain: self.cluster_domain.clone(),
+                endpoint_pod_names: self.dns_pod_names,
+            },
             ..IndexConfig::default()
         };
         config
@@ -339,6 +347,28 @@ mod tests {
             serve.discovery.mode,
             DiscoveryMode::KubernetesEndpointSlices
         );
+        assert_eq!(
+            serve.discovery.gateway_config().index.dns,
+            DnsNaming::default()
+        );
+    }
+
+    #[test]
+    fn dns_pod_names_and_the_cluster_domain_shape_dns_naming() {
+        let Command::Serve(serve) = parse(&[
+            "serve",
+            "--dns-pod-names",
+            "--cluster-domain",
+            "corp.example",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not serve")
+        };
+        let dns = serve.discovery.gateway_config().index.dns;
+        assert!(dns.endpoint_pod_names);
+        assert_eq!(dns.cluster_domain, "corp.example");
     }
 
     #[test]

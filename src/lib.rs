@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod probe;
 pub mod sources;
+pub mod trigger_time;
 pub mod watch;
 
 pub use crate::client::kube_client;

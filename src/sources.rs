@@ -10,6 +10,7 @@
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use loco_discovery_core::dns::HEADLESS_LABEL;
 use loco_discovery_core::index::SERVICE_NAME_LABEL;
 use loco_discovery_core::metadata::{InstanceMetadata, MetadataMap};
 use loco_discovery_core::slices::{mk_endpoint, mk_port};
@@ -49,10 +50,16 @@ fn endpoint_of(address: &EndpointAddress, serving: bool) -> Endpoint {
     }
 }
 
-/// The EndpointSlices equivalent to an Endpoints object (named `<name>.ep-<subset>-<v4|v6>`).
+/// The EndpointSlices equivalent to an Endpoints object (named `<name>.ep-<subset>-<v4|v6>`),
+/// headless when the Endpoints object carries the headless-Service label.
 pub fn slices_from_endpoints(endpoints: &Endpoints) -> Vec<EndpointSlice> {
     let name = endpoints.metadata.name.clone().unwrap_or_default();
     let namespace = endpoints.metadata.namespace.clone().unwrap_or_default();
+    let headless = endpoints
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|labels| labels.contains_key(HEADLESS_LABEL));
     let mut out = Vec::new();
     for (n, subset) in endpoints.subsets.iter().flatten().enumerate() {
         let mut families: BTreeMap<bool, EndpointSlice> = BTreeMap::new();
@@ -69,6 +76,11 @@ pub fn slices_from_endpoints(endpoints: &Endpoints) -> Vec<EndpointSlice> {
                 let family = if ipv6 { "v6" } else { "v4" };
                 let mut slice =
                     slice_named(&namespace, format!("{name}.ep-{n}-{family}"), &name, ipv6);
+                if headless {
+                    if let Some(labels) = slice.metadata.labels.as_mut() {
+                        labels.insert(HEADLESS_LABEL.to_owned(), String::new());
+                    }
+                }
                 slice.ports = Some(
                     subset
                         .ports
@@ -323,6 +335,44 @@ mod tests {
         );
         assert_eq!(all[0].service, "emu");
         assert_eq!(all[0].ports.get("vnc"), Some(&5901));
+    }
+
+    #[test]
+    fn endpoints_of_a_headless_service_give_dns_names_and_others_do_not() {
+        let mut object = serde_json::json!({
+            "metadata": {"name": "emu", "namespace": "loco"},
+            "subsets": [{"addresses": [address(0), {"ip": "10.0.0.9"}]}]
+        });
+        let names = |object: &serde_json::Value| {
+            let slices = slices_from_endpoints(&endpoints(object.clone()));
+            let index = EndpointIndex::from_slices(IndexConfig::default(), &slices, Utc::now());
+            index
+                .instances()
+                .iter()
+                .map(|i| (i.addresses.dns_name.clone(), i.vnc_url.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&object),
+            vec![
+                (None, "10.0.0.0:5901".to_owned()),
+                (None, "10.0.0.9:5901".to_owned())
+            ]
+        );
+        object["metadata"]["labels"] = serde_json::json!({HEADLESS_LABEL: ""});
+        assert_eq!(
+            names(&object),
+            vec![
+                (
+                    Some("emu-0.emu.loco.svc.cluster.local".to_owned()),
+                    "emu-0.emu.loco.svc.cluster.local:5901".to_owned()
+                ),
+                (
+                    Some("10-0-0-9.emu.loco.svc.cluster.local".to_owned()),
+                    "10-0-0-9.emu.loco.svc.cluster.local:5901".to_owned()
+                )
+            ]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use crate::consistency::{ConsistencyCheck, KnownObjects, ObjectStamp};
 use crate::metrics as m;
 use crate::sources::{merge_metadata, EndpointsAdapter, StaticInstances};
+use crate::trigger_time::{record, TriggerTimes};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Endpoints;
@@ -148,11 +149,17 @@ fn changed_slice(
     }
 }
 
+/// Warns about and counts what lost information; normal shapes are noted at debug level.
 fn report_anomalies(anomalies: &[Anomaly]) {
     for a in anomalies {
-        warn!(namespace = %a.namespace, slice = %a.slice, reason = a.reason.as_str(),
-              detail = %a.detail, "unusual EndpointSlice content");
-        metrics::counter!(m::MALFORMED_OBJECTS, "reason" => a.reason.as_str()).increment(1);
+        if a.reason.loses_information() {
+            warn!(namespace = %a.namespace, slice = %a.slice, reason = a.reason.as_str(),
+                  detail = %a.detail, "EndpointSlice content skipped or merged");
+            metrics::counter!(m::MALFORMED_OBJECTS, "reason" => a.reason.as_str()).increment(1);
+        } else {
+            debug!(namespace = %a.namespace, slice = %a.slice, reason = a.reason.as_str(),
+                   detail = %a.detail, "EndpointSlice note");
+        }
     }
 }
 
@@ -165,10 +172,6 @@ fn publish(hub: &Hub, outcome: Outcome, origin: &str, change_time: Option<DateTi
     hub.publish_change(&outcome.deltas, origin, change_time, Utc::now());
 }
 
-/// The annotation the EndpointSlice controller stamps with the time of the Pod or Service
-/// change that caused the write.
-pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-
 /// The service a slice belongs to, for metric labels.
 fn service_of(object: &DynamicObject) -> String {
     object
@@ -178,38 +181,6 @@ fn service_of(object: &DynamicObject) -> String {
         .and_then(|l| l.get(SERVICE_NAME_LABEL))
         .cloned()
         .unwrap_or_default()
-}
-
-/// Reads the trigger time of a changed slice and records the change → gateway latency;
-/// a missing or unparsable annotation is counted instead.
-fn observe_change(
-    object: &DynamicObject,
-    service: &str,
-    received: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let raw = object
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION));
-    let Some(raw) = raw else {
-        metrics::counter!(m::TRIGGER_TIME_SKIPPED, "reason" => "missing").increment(1);
-        return None;
-    };
-    match DateTime::parse_from_rfc3339(raw) {
-        Ok(time) => {
-            let time = time.with_timezone(&Utc);
-            let seconds = (received - time).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-            metrics::histogram!(m::CHANGE_TO_GATEWAY, "service" => service.to_owned())
-                .record(seconds);
-            Some(time)
-        }
-        Err(error) => {
-            debug!(service, value = %raw, %error, "unparsable trigger time");
-            metrics::counter!(m::TRIGGER_TIME_SKIPPED, "reason" => "unparsable").increment(1);
-            None
-        }
-    }
 }
 
 /// Which objects the watch follows.
@@ -263,18 +234,29 @@ fn slice_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
     let api: Api<DynamicObject> = Api::namespaced_with(client, &target.namespace, &resource);
     let config = watcher::Config::default().labels(&target.label_selector());
     let target = target.clone();
+    let mut times = TriggerTimes::default();
     let stream = watcher(api, config).map(move |event| match event {
         Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
-        Ok(Event::Init) => SourceEvent::Init,
-        Ok(Event::InitApply(object)) => SourceEvent::Listed {
-            stamp: Some(ObjectStamp::of(&object.metadata)),
-            slices: decode(object, &target).into_iter().collect(),
-        },
+        Ok(Event::Init) => {
+            times.relist();
+            SourceEvent::Init
+        }
+        Ok(Event::InitApply(object)) => {
+            record(
+                times.listed(&object.metadata),
+                &service_of(&object),
+                Utc::now(),
+            );
+            SourceEvent::Listed {
+                stamp: Some(ObjectStamp::of(&object.metadata)),
+                slices: decode(object, &target).into_iter().collect(),
+            }
+        }
         Ok(Event::InitDone) => SourceEvent::InitDone,
         Ok(Event::Apply(object)) => {
             let received = Instant::now();
             let service = service_of(&object);
-            let change_time = observe_change(&object, &service, Utc::now());
+            let change_time = record(times.changed(&object.metadata), &service, Utc::now());
             let origin = origin_of(&object);
             let stamp = ObjectStamp::of(&object.metadata);
             let (apply, delete) = changed_slice(object, &target);
@@ -294,6 +276,7 @@ fn slice_events(client: kube::Client, target: &WatchTarget) -> SourceStream {
             let service = service_of(&object);
             let origin = origin_of(&object);
             let stamp = ObjectStamp::of(&object.metadata);
+            times.deleted(&object.metadata);
             SourceEvent::Changed {
                 apply: Vec::new(),
                 delete: vec![deleted_slice(object, &target)],
@@ -318,6 +301,7 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
     }
     let target = target.clone();
     let mut adapter = EndpointsAdapter::default();
+    let mut times = TriggerTimes::default();
     let wanted = move |object: &DynamicObject| {
         object
             .metadata
@@ -341,28 +325,31 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
         Err(error) => SourceEvent::Failed(error_reason(&error), error.to_string()),
         Ok(Event::Init) => {
             adapter.reset();
+            times.relist();
             SourceEvent::Init
         }
-        Ok(Event::InitApply(object)) => {
-            let stamp = wanted(&object).then(|| ObjectStamp::of(&object.metadata));
-            let slices = (wanted(&object))
-                .then(|| decode_endpoints(object))
-                .flatten()
-                .map(|e| adapter.apply(&e).0)
-                .unwrap_or_default();
-            SourceEvent::Listed { slices, stamp }
-        }
         Ok(Event::InitDone) => SourceEvent::InitDone,
-        Ok(Event::Apply(object)) | Ok(Event::Delete(object)) if !wanted(&object) => {
+        Ok(Event::InitApply(object) | Event::Apply(object) | Event::Delete(object))
+            if !wanted(&object) =>
+        {
             SourceEvent::Listed {
                 slices: Vec::new(),
                 stamp: None,
             }
         }
+        Ok(Event::InitApply(object)) => {
+            let service = object.metadata.name.clone().unwrap_or_default();
+            record(times.listed(&object.metadata), &service, Utc::now());
+            let stamp = Some(ObjectStamp::of(&object.metadata));
+            let slices = decode_endpoints(object)
+                .map(|e| adapter.apply(&e).0)
+                .unwrap_or_default();
+            SourceEvent::Listed { slices, stamp }
+        }
         Ok(Event::Apply(object)) => {
             let received = Instant::now();
             let service = object.metadata.name.clone().unwrap_or_default();
-            let change_time = observe_change(&object, &service, Utc::now());
+            let change_time = record(times.changed(&object.metadata), &service, Utc::now());
             let origin = origin_of(&object);
             let metadata = object.metadata.clone();
             let stamp = ObjectStamp::of(&metadata);
@@ -393,6 +380,7 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
             let service = object.metadata.name.clone().unwrap_or_default();
             let origin = origin_of(&object);
             let stamp = ObjectStamp::of(&object.metadata);
+            times.deleted(&object.metadata);
             let gone = Endpoints {
                 metadata: object.metadata.clone(),
                 ..Endpoints::default()

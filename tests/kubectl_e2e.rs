@@ -93,7 +93,7 @@ fn kubectl_changes_reach_the_gateway() {
         &kubectl_bin,
         &kubeconfig,
         &cache,
-        &["create", "-f", file.to_str().unwrap(), "--validate=false"],
+        &["create", "-f", file.to_str().unwrap()],
     );
     assert!(out.contains("created"), "{out}");
     let appeared = wait_for(&url, |live| {

@@ -8,69 +8,8 @@ use loco_discovery::GatewayConfig;
 use loco_discovery_sim::ResourceKind;
 use serde_json::json;
 use std::time::Duration;
+use support::scrape::*;
 use support::*;
-
-const LIMIT: Duration = Duration::from_secs(10);
-
-/// The value of one series in a Prometheus text exposition (0 when absent).
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
-            let (series, number) = line.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((m, rest)) => (m, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let all = labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
-            (metric == name && all).then(|| number.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
-struct Scrape(String);
-
-impl Scrape {
-    async fn from(gateway: &Gateway) -> Self {
-        Scrape(
-            reqwest::get(gateway.url("/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-    }
-
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        value(&self.0, name, labels)
-    }
-}
-
-async fn moved(gateway: &Gateway, before: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    Scrape::from(gateway).await.get(name, labels) - before.get(name, labels)
-}
-
-/// Waits until the series moved by `expected` since `before`.
-async fn expect_moved(
-    gateway: &Gateway,
-    before: &Scrape,
-    name: &str,
-    labels: &[(&str, &str)],
-    expected: f64,
-) {
-    let result = eventually(LIMIT, || async {
-        moved(gateway, before, name, labels).await == expected
-    })
-    .await;
-    assert!(
-        result.is_ok(),
-        "{name}{labels:?} moved by {} instead of {expected}",
-        moved(gateway, before, name, labels).await
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_scripted_activity() {
@@ -159,7 +98,8 @@ async fn metrics_follow_scripted_activity() {
     assert!(now.get("loco_discovery_history_depth", &[]) >= 5.0);
     assert!(now.get("loco_discovery_heartbeats_total", &[]) >= 0.0);
 
-    // A slice without a trigger time is not measured, and is counted.
+    // A slice without a trigger time, or with an unparsable one, is not measured, and is
+    // counted.
     let before = Scrape::from(&gateway).await;
     let mut bare = serde_json::to_value(slice("emu-b", vec![pod(5, true)])).unwrap();
     bare["metadata"]["annotations"] = json!({});
@@ -167,8 +107,6 @@ async fn metrics_follow_scripted_activity() {
         .store()
         .create(ResourceKind::EndpointSlice, NS, bare.clone())
         .unwrap();
-    // The simulator stamps the write time on writes; clear it again with a patch that
-    // sets it to an unparsable value.
     cluster
         .store()
         .merge_patch(
@@ -178,22 +116,26 @@ async fn metrics_follow_scripted_activity() {
             &json!({"metadata": {"annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "yesterday"}}}),
         )
         .unwrap();
-    expect_moved(
-        &gateway,
-        &before,
-        "loco_discovery_trigger_time_skipped_total",
-        &[("reason", "unparsable")],
-        1.0,
-    )
-    .await;
-    expect_moved(
-        &gateway,
-        &before,
-        "loco_discovery_change_to_gateway_seconds_count",
-        &svc,
-        1.0,
-    )
-    .await;
+    for reason in ["missing", "unparsable"] {
+        expect_moved(
+            &gateway,
+            &before,
+            "loco_discovery_trigger_time_skipped_total",
+            &[("reason", reason)],
+            1.0,
+        )
+        .await;
+    }
+    assert_eq!(
+        moved(
+            &gateway,
+            &before,
+            "loco_discovery_change_to_gateway_seconds_count",
+            &svc
+        )
+        .await,
+        0.0
+    );
 
     // A malformed object is skipped and counted.
     let before = Scrape::from(&gateway).await;

@@ -129,12 +129,12 @@ async fn exercise(minor: &str) {
 
     // create
     let file = env.write("slice.yaml", &slice_doc(name, "10.0.0.1"));
-    let out = env.ok(&["create", "-f", &file, "--validate=false"]).await;
+    let out = env.ok(&["create", "-f", &file]).await;
     assert!(
         out.contains(&format!("endpointslice.discovery.k8s.io/{name} created")),
         "{out}"
     );
-    let out = env.run(&["create", "-f", &file, "--validate=false"]).await;
+    let out = env.run(&["create", "-f", &file]).await;
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("(AlreadyExists)"), "{}", out.stderr);
 
@@ -204,7 +204,7 @@ async fn exercise(minor: &str) {
 
     // replace -f
     let file2 = env.write("slice2.yaml", &slice_doc(name, "10.0.0.2"));
-    let out = env.ok(&["replace", "-f", &file2, "--validate=false"]).await;
+    let out = env.ok(&["replace", "-f", &file2]).await;
     assert!(out.contains("replaced"), "{out}");
     let stored = env.stored(ResourceKind::EndpointSlice, name).unwrap();
     assert_eq!(stored["endpoints"][0]["addresses"][0], "10.0.0.2");
@@ -320,6 +320,131 @@ async fn dispatcher_picks_the_kubectl_of_the_reported_minor() {
     env.stop().await;
 }
 
+/// What the simulated API refuses, as kubectl prints it: every refusal is the API server's
+/// Status, worded as the real one words it. kubectl runs with its default validation
+/// (`--validate=strict`): every version, 1.27 included (it reads the `/openapi/v2` served),
+/// leaves unknown fields to the server and sends `fieldValidation=Strict`.
+async fn refusals(minor: &str) {
+    let Some(bin) = support::kubectl::versioned(minor) else {
+        return;
+    };
+    let env = Env::start(bin, minor).await;
+    let refused = |out: &Output, expected: &str| {
+        assert_eq!(out.code, 1, "{} {}", out.stdout, out.stderr);
+        assert_eq!(out.stderr.trim(), expected, "kubectl 1.{minor}");
+    };
+    let create_refused = async |file: &str, doc: &Value, expected: &str| {
+        env.write(file, doc);
+        refused(&env.run(&["create", "-f", file]).await, expected);
+    };
+
+    // Namespaces: created and listed like on a cluster; writes elsewhere are refused.
+    let out = env.ok(&["create", "namespace", "net-test"]).await;
+    assert_eq!(out.trim(), "namespace/net-test created");
+    let out = env.ok(&["get", "namespaces"]).await;
+    let row = row_with(&out, "net-test").unwrap_or_else(|| panic!("no row in {out}"));
+    assert!(row.contains("Active"), "{row}");
+    let mut elsewhere = slice_doc("web-a", "10.0.0.1");
+    elsewhere["metadata"]["namespace"] = json!("nowhere");
+    create_refused("elsewhere.yaml", &elsewhere, r#"Error from server (NotFound): error when creating "elsewhere.yaml": namespaces "nowhere" not found"#).await;
+
+    // Unknown fields: refused under kubectl's default validation (fieldValidation=Strict),
+    // warned about with --validate=warn, pruned silently with --validate=false.
+    let mut unknown = slice_doc("web-b", "10.0.0.2");
+    unknown["topology"] = json!({"kubernetes.io/hostname": "node-1"});
+    unknown["endpoints"][0]["ready"] = json!(true);
+    env.write("unknown.yaml", &unknown);
+    let file = "unknown.yaml";
+    let out = env.run(&["create", "-f", file]).await;
+    refused(
+        &out,
+        r#"Error from server (BadRequest): error when creating "unknown.yaml": EndpointSlice in version "v1" cannot be handled as a EndpointSlice: strict decoding error: unknown field "endpoints[0].ready", unknown field "topology""#,
+    );
+    let out = env.run(&["create", "-f", file, "--validate=warn"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "Warning: unknown field \"endpoints[0].ready\"\nWarning: unknown field \"topology\""
+    );
+    let stored = env
+        .sim
+        .store
+        .get(ResourceKind::EndpointSlice, NS, "web-b")
+        .unwrap();
+    assert_eq!(stored.get("topology"), None);
+    assert_eq!(stored["endpoints"][0].get("ready"), None);
+    let mut quiet = unknown.clone();
+    quiet["metadata"]["name"] = json!("web-q");
+    env.write("quiet.yaml", &quiet);
+    let out = env
+        .run(&["create", "-f", "quiet.yaml", "--validate=false"])
+        .await;
+    assert_eq!((out.code, out.stderr.trim()), (0, ""), "{}", out.stdout);
+
+    // The same unknown fields applied onto an object: client-side apply's strategic merge
+    // patch is decoded (the 422 of field `patch`), server-side apply types the configuration
+    // against the schema (a 500, as the API server answers it). Nothing is stored.
+    env.write("applied.yaml", &slice_doc("web-d", "10.0.0.5"));
+    env.ok(&["apply", "-f", "applied.yaml"]).await;
+    let mut applied_unknown = slice_doc("web-d", "10.0.0.5");
+    applied_unknown["topology"] = json!({"zone": "a"});
+    env.write("applied-unknown.yaml", &applied_unknown);
+    let before = env.resource_version();
+    let out = env.run(&["apply", "-f", "applied-unknown.yaml"]).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    // The value is the patch kubectl sent, as Go prints a map: the new last-applied
+    // annotation and the new field.
+    let printed = out.stderr.trim();
+    assert!(
+        printed.starts_with(
+            r#"The request is invalid: patch: Invalid value: "map[metadata:map[annotations:map[kubectl.kubernetes.io/last-applied-configuration:{\"addressType\":"#
+        ) && printed.ends_with(
+            r#"}\n]] topology:map[zone:a]]": strict decoding error: unknown field "topology""#
+        ),
+        "kubectl 1.{minor}: {printed}"
+    );
+    let out = env
+        .run(&["apply", "--server-side", "-f", "applied-unknown.yaml"])
+        .await;
+    refused(
+        &out,
+        r#"Error from server: failed to create typed patch object (loco/web-d; discovery.k8s.io/v1, Kind=EndpointSlice): .topology: field not declared in schema"#,
+    );
+    assert_eq!(env.resource_version(), before, "nothing refused was stored");
+
+    // A value of the wrong type, and content that fails validation.
+    let mut wrong = slice_doc("web-c", "10.0.0.3");
+    wrong["endpoints"][0]["addresses"] = json!("10.0.0.3");
+    create_refused("wrong.yaml", &wrong, r#"Error from server (BadRequest): error when creating "wrong.yaml": EndpointSlice in version "v1" cannot be handled as a EndpointSlice: json: cannot unmarshal string into Go struct field Endpoint.endpoints.addresses of type []string"#).await;
+    let mut empty = slice_doc("web-c", "10.0.0.3");
+    empty["endpoints"][0]["addresses"] = json!([]);
+    create_refused("empty.yaml", &empty, r#"The EndpointSlice "web-c" is invalid: endpoints[0].addresses: Required value: must contain at least 1 address"#).await;
+
+    // A replace naming another object's uid.
+    let mut other = slice_doc("web-b", "10.0.0.4");
+    other["metadata"]["uid"] = json!("0b7c5a52-0000-4000-8000-000000000000");
+    env.write("other.yaml", &other);
+    let file = "other.yaml";
+    let out = env.run(&["replace", "-f", file]).await;
+    let uid = stored["metadata"]["uid"].as_str().unwrap();
+    refused(
+        &out,
+        &format!(
+            r#"Error from server (Conflict): error when replacing "other.yaml": Operation cannot be fulfilled on endpointslices.discovery.k8s.io "web-b": Precondition failed: UID in precondition: 0b7c5a52-0000-4000-8000-000000000000, UID in object meta: {uid}"#
+        ),
+    );
+
+    // Deleting a namespace deletes what it holds; the API server's own namespaces stay.
+    let out = env.ok(&["delete", "namespace", "net-test"]).await;
+    assert_eq!(out.trim(), "namespace \"net-test\" deleted");
+    let out = env.run(&["delete", "namespace", "default"]).await;
+    refused(
+        &out,
+        r#"Error from server (Forbidden): namespaces "default" is forbidden: this namespace may not be deleted"#,
+    );
+    env.stop().await;
+}
+
 const SVC: &str = "loco-loco-emulator";
 const EMU: &str = "loco-loco-emulator-kctl";
 
@@ -425,6 +550,23 @@ async fn apply_workflow(minor: &str) {
     assert_eq!(out.code, 1, "diff exits 1 on differences: {}", out.stderr);
     assert!(out.stdout.contains("+  - 10.244.0.31"), "{}", out.stdout);
     assert!(out.stdout.contains("-  - 10.244.0.30"), "{}", out.stdout);
+    // The server stamps no trigger time (only the controllers write it), so a dry run
+    // changes no annotation and diff shows only what the file changes.
+    let changed: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .collect();
+    assert!(
+        changed
+            .iter()
+            .all(|l| l.contains("10.244.0.3") || l.contains("generation:")),
+        "diff shows more than the file changes: {changed:?}"
+    );
     assert_eq!(env.resource_version(), before, "diff wrote nothing");
 
     // Server-side apply takes over from client-side apply, then owns the fields.
@@ -588,6 +730,21 @@ async fn apply_workflow(minor: &str) {
     .await;
     assert!(env.stored(ResourceKind::Endpoints, "web").is_some());
     env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_27_prints_what_the_sim_refuses() {
+    refusals("27").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_30_prints_what_the_sim_refuses() {
+    refusals("30").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_33_prints_what_the_sim_refuses() {
+    refusals("33").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,12 +4,13 @@
 
 pub mod kubectl;
 pub mod process;
+pub mod scrape;
 
 use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use loco_discovery::GatewayConfig;
-use loco_discovery_sim::{ResourceKind, Sim, SimOptions, Store};
+use loco_discovery_sim::{ResourceKind, Sim, SimOptions, Store, TRIGGER_TIME_ANNOTATION};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -97,9 +98,15 @@ impl SimCluster {
         loco_discovery::kube_client(kube::Config::new(url)).unwrap()
     }
 
-    /// Creates or replaces a slice.
+    /// Creates or replaces a slice as the EndpointSlice controller writes it: with the
+    /// trigger-time annotation set to now, unless the slice carries one.
     pub fn put(&self, slice: &EndpointSlice) {
-        let value = serde_json::to_value(slice).unwrap();
+        let mut value = serde_json::to_value(slice).unwrap();
+        let annotations = &mut value["metadata"]["annotations"];
+        if annotations.get(TRIGGER_TIME_ANNOTATION).is_none() {
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            annotations[TRIGGER_TIME_ANNOTATION] = Value::String(now);
+        }
         let name = slice.metadata.name.clone().unwrap();
         let namespace = slice.metadata.namespace.clone().unwrap();
         let store = self.store();

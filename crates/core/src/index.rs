@@ -7,6 +7,7 @@
 //! against the previous instance set: endpoints move between slices and dual-stack pods
 //! sit in two slices, so a per-slice diff would report false remove/add pairs.
 
+use crate::dns::{host_port, DnsNaming, EndpointName, HEADLESS_LABEL};
 use crate::metadata::MetadataMap;
 use crate::model::{
     Addresses, Delta, DeltaKind, Health, Instance, KubernetesInfo, Probe, ServiceRef, Status,
@@ -23,8 +24,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Settings that shape the instances built from endpoints.
 #[derive(Clone, Debug)]
 pub struct IndexConfig {
-    /// The cluster's DNS domain, used in `dnsName`.
-    pub cluster_domain: String,
+    /// How cluster DNS names endpoints (`dnsName`).
+    pub dns: DnsNaming,
     /// The VNC port used in `vncUrl` when the slice names no `vnc` port.
     pub default_vnc_port: i32,
     /// The health port used in `healthUrl` when the slice names no `health` port.
@@ -34,14 +35,16 @@ pub struct IndexConfig {
 impl Default for IndexConfig {
     fn default() -> Self {
         Self {
-            cluster_domain: "cluster.local".into(),
+            dns: DnsNaming::default(),
             default_vnc_port: 5901,
             default_health_port: 8080,
         }
     }
 }
 
-/// Why part of an object was unusable or unusual.
+/// Why part of an object was unusable or unusual. Some reasons lose information (part of
+/// the object is skipped or merged away, see [`AnomalyReason::loses_information`]); the
+/// others are normal shapes the index handles in full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AnomalyReason {
     /// The slice has no name; it cannot be tracked and is skipped.
@@ -52,11 +55,12 @@ pub enum AnomalyReason {
     UnsupportedAddressType,
     /// An endpoint with no address; the endpoint is skipped.
     NoAddresses,
-    /// An endpoint with no `targetRef`; identified by its hostname or address instead.
+    /// An endpoint with no `targetRef` (the API server's own `kubernetes` slice, slices
+    /// written by hand); identified by its hostname or address instead.
     NoTargetRef,
     /// Several ports without a name; the first one is kept as `default`.
     UnnamedPort,
-    /// The pod name ends in no ordinal; the instance id is the pod name.
+    /// The pod name ends in no ordinal (a Deployment's pod); the instance id is the pod name.
     NoOrdinal,
     /// The same pod twice in one slice; the entries are merged.
     DuplicateEndpoint,
@@ -74,6 +78,21 @@ impl AnomalyReason {
             AnomalyReason::UnnamedPort => "unnamed_port",
             AnomalyReason::NoOrdinal => "no_ordinal",
             AnomalyReason::DuplicateEndpoint => "duplicate_endpoint",
+        }
+    }
+
+    /// Whether something in the object is lost: a slice or endpoint skipped, ports dropped,
+    /// entries merged. Those deserve a warning and a count; the rest (a pod without an
+    /// ordinal, an endpoint without a `targetRef`) are normal objects, handled in full.
+    pub fn loses_information(self) -> bool {
+        match self {
+            AnomalyReason::MissingName
+            | AnomalyReason::MissingServiceLabel
+            | AnomalyReason::UnsupportedAddressType
+            | AnomalyReason::NoAddresses
+            | AnomalyReason::UnnamedPort
+            | AnomalyReason::DuplicateEndpoint => true,
+            AnomalyReason::NoTargetRef | AnomalyReason::NoOrdinal => false,
         }
     }
 }
@@ -113,6 +132,8 @@ struct ParsedEndpoint {
 #[derive(Clone, Debug, PartialEq)]
 struct ParsedSlice {
     service: ServiceRef,
+    /// The slice carries the headless-Service label.
+    headless: bool,
     ports: BTreeMap<String, i32>,
     endpoints: Vec<ParsedEndpoint>,
 }
@@ -599,8 +620,14 @@ fn parse_slice(
             status: status_of(endpoint),
         });
     }
+    let headless = slice
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|labels| labels.contains_key(HEADLESS_LABEL));
     Some(ParsedSlice {
         service: ServiceRef::new(namespace, service_name.clone()),
+        headless,
         ports,
         endpoints,
     })
@@ -637,6 +664,7 @@ fn build_instances(
         node_name: Option<String>,
         zone: Option<String>,
         hint_zones: Vec<String>,
+        headless: bool,
     }
     let mut merged: BTreeMap<&str, Merged> = BTreeMap::new();
     for slice in slices.values() {
@@ -651,7 +679,9 @@ fn build_instances(
                     node_name: None,
                     zone: None,
                     hint_zones: Vec::new(),
+                    headless: false,
                 });
+            entry.headless |= slice.headless;
             entry.addresses.extend(endpoint.addresses.iter().cloned());
             // The most available condition wins, so the result is order-independent.
             entry.status = entry.status.min(endpoint.status);
@@ -679,11 +709,18 @@ fn build_instances(
             let ordinal = m.first.ordinal.filter(|o| taken_ordinals.insert(*o));
             let pod_name = m.first.identity.clone();
             let hostname = m.first.hostname.clone().unwrap_or_else(|| pod_name.clone());
-            let dns_name = format!(
-                "{hostname}.{}.{}.svc.{}",
-                service.name, service.namespace, config.cluster_domain
-            );
             let pod_ip = m.addresses.first().cloned();
+            let address = pod_ip.as_deref().unwrap_or(&pod_name);
+            let dns_name = config.dns.name_of(
+                EndpointName {
+                    headless: m.headless,
+                    hostname: m.first.hostname.as_deref(),
+                    pod: m.first.target_ref.as_ref().map(|r| r.name.as_str()),
+                    address,
+                },
+                &service.name,
+                &service.namespace,
+            );
             let id = match ordinal {
                 Some(n) => format!("instance-{n}"),
                 None => pod_name.clone(),
@@ -707,10 +744,10 @@ fn build_instances(
                 .get("health")
                 .copied()
                 .unwrap_or(config.default_health_port);
-            let health_url = pod_ip.as_deref().map(|ip| match ip.parse::<IpAddr>() {
-                Ok(IpAddr::V6(_)) => format!("http://[{ip}]:{health_port}"),
-                _ => format!("http://{ip}:{health_port}"),
-            });
+            let vnc_url = host_port(dns_name.as_deref().unwrap_or(address), vnc_port);
+            let health_url = pod_ip
+                .as_deref()
+                .map(|ip| format!("http://{}", host_port(ip, health_port)));
             let status = match (&probe, m.status) {
                 (Some(p), Status::Ready) if !p.reachable => Status::Degraded,
                 (_, status) => status,
@@ -721,7 +758,7 @@ fn build_instances(
                 tags: hints.map(|h| h.tags.clone()).unwrap_or_default(),
                 probe,
                 stream_url: format!("/proxy/vnc/{id}"),
-                vnc_url: format!("{dns_name}:{vnc_port}"),
+                vnc_url,
                 id,
                 ordinal,
                 name,

@@ -5,8 +5,10 @@
 //! deltas) → [`hub`] (event ids, history, subscriptions). [`model`] is the wire JSON
 //! every stage speaks; [`metadata`] the display names an operator adds; [`slices`]
 //! builds EndpointSlices shaped like the controller's (for the simulated cluster and
-//! tests); [`metrics`] names every metric once.
+//! tests); [`metrics`] names every metric once; [`dns`] names endpoints as cluster DNS
+//! does.
 
+pub mod dns;
 pub mod hub;
 pub mod index;
 pub mod metadata;

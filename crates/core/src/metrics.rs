@@ -10,13 +10,14 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Hop 1: from the EndpointSlice's `last-change-trigger-time` to the watch event's receipt.
 pub const CHANGE_TO_GATEWAY: &str = "loco_discovery_change_to_gateway_seconds";
-/// Watch events whose trigger time could not be used, by reason (missing, unparsable).
+/// Objects whose trigger time was not measured, by reason (missing, unparsable, unchanged,
+/// older, relist).
 pub const TRIGGER_TIME_SKIPPED: &str = "loco_discovery_trigger_time_skipped_total";
 /// Hop 2: from a watch event's receipt to its deltas being published (index and hub).
 pub const RECEIPT_TO_PUBLISHED: &str = "loco_discovery_receipt_to_published_seconds";
 /// Hop 3: from publication to the write to a subscriber's socket, by transport.
 pub const PUBLISHED_TO_SOCKET: &str = "loco_discovery_published_to_socket_seconds";
-/// Objects (or parts of objects) from the API that were malformed or unusual, by reason.
+/// Objects (or parts of objects) from the API that were skipped, dropped or merged, by reason.
 pub const MALFORMED_OBJECTS: &str = "loco_discovery_malformed_objects_total";
 /// Errors of the Kubernetes watch, by reason.
 pub const WATCH_ERRORS: &str = "loco_discovery_watch_errors_total";
@@ -56,12 +57,12 @@ pub fn describe() {
     describe_histogram!(
         CHANGE_TO_GATEWAY,
         Unit::Seconds,
-        "Time from the EndpointSlice change (its endpoints.kubernetes.io/last-change-trigger-time annotation) to the gateway receiving the watch event, by service."
+        "Time from the EndpointSlice change (its endpoints.kubernetes.io/last-change-trigger-time annotation, when it moved with the event) to the gateway receiving the watch event, by service."
     );
     describe_counter!(
         TRIGGER_TIME_SKIPPED,
         Unit::Count,
-        "Watch events not measured from change to gateway because the trigger-time annotation was missing or unparsable, by reason."
+        "Objects from the API not measured from change to gateway, by reason: the trigger-time annotation is missing, unparsable, unchanged from the version seen before (another writer changed the object), older than it, or the object came in a list (relist)."
     );
     describe_histogram!(
         RECEIPT_TO_PUBLISHED,
@@ -76,7 +77,7 @@ pub fn describe() {
     describe_counter!(
         MALFORMED_OBJECTS,
         Unit::Count,
-        "Malformed or unusual parts of EndpointSlices from the API, skipped or handled, by reason."
+        "Objects or parts of objects from the API that were lost to the view (undecodable, skipped, dropped or merged), by reason."
     );
     describe_counter!(
         WATCH_ERRORS,

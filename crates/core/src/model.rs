@@ -122,8 +122,10 @@ pub struct Addresses {
     #[serde(rename = "podIPs")]
     pub pod_ips: Vec<String>,
     pub hostname: String,
-    /// `<hostname>.<service>.<namespace>.svc.<cluster domain>`.
-    pub dns_name: String,
+    /// The name cluster DNS resolves to this endpoint
+    /// (`<label>.<service>.<namespace>.svc.<cluster domain>`, see [`crate::dns`]); `None`
+    /// where it has none (the endpoints of a Service that is not headless).
+    pub dns_name: Option<String>,
 }
 
 /// Readiness as Kubernetes reports it, with the time of the last real change.
@@ -211,6 +213,7 @@ pub struct Instance {
     pub ports: BTreeMap<String, i32>,
     pub health: Health,
     pub stream_url: String,
+    /// `<dnsName>:<vnc port>`, or `<address>:<vnc port>` where there is no DNS name.
     pub vnc_url: String,
     pub health_url: Option<String>,
     pub kubernetes: KubernetesInfo,

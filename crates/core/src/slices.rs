@@ -3,6 +3,7 @@
 //! The simulated cluster's emulator scenario writes slices built here, and tests build
 //! their inputs with them, so both speak about the same objects.
 
+use crate::dns::HEADLESS_LABEL;
 use crate::index::SERVICE_NAME_LABEL;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -54,7 +55,8 @@ pub fn emulator_ports() -> Vec<EndpointPort> {
     vec![mk_port("vnc", 5901), mk_port("health", 8080)]
 }
 
-/// An IPv4 slice of `service` in `namespace` named `name`, with the emulator ports.
+/// An IPv4 slice of the headless `service` in `namespace` named `name`, with the emulator
+/// ports: the labels the controller writes for a headless Service like lego-loco's.
 pub fn mk_slice(
     namespace: &str,
     name: &str,
@@ -64,6 +66,7 @@ pub fn mk_slice(
     let labels = BTreeMap::from([
         (SERVICE_NAME_LABEL.to_owned(), service.to_owned()),
         (MANAGED_BY_LABEL.to_owned(), CONTROLLER_NAME.to_owned()),
+        (HEADLESS_LABEL.to_owned(), String::new()),
     ]);
     EndpointSlice {
         metadata: ObjectMeta {

@@ -9,7 +9,10 @@ use super::media::{negotiate, Representation};
 use super::openapi::Schema;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{self, Details};
-use super::store::{ListFrom, Preconditions, ResourceKind, Store, StoreError, WatchFrom};
+use super::store::{
+    check_uid_precondition, decode, decode_patched, decode_strategic, FieldValidation, ListFrom,
+    Preconditions, ResourceKind, Store, StoreError, WatchFrom,
+};
 use super::table::{self, IncludeObject};
 use super::watch::{WatchSession, WatchSpec};
 use super::SimOptions;
@@ -46,6 +49,8 @@ pub struct ApiServer {
     pub shutdown: watch::Receiver<bool>,
     pub local_addr: SocketAddr,
 }
+
+mod namespaces;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
@@ -487,33 +492,8 @@ impl ApiServer {
             Route::CoreV1 => get_only(discovery::core_v1_resources()),
             Route::DiscoveryGroup => get_only(discovery::discovery_api_group()),
             Route::DiscoveryV1 => get_only(discovery::discovery_v1_resources()),
-            Route::Namespaces => {
-                let (items, rv) = self.store.namespaces();
-                get_only(json!({
-                    "kind": "NamespaceList",
-                    "apiVersion": "v1",
-                    "metadata": {"resourceVersion": rv.to_string()},
-                    "items": items.iter().map(Stripped).collect::<Vec<_>>(),
-                }))
-            }
-            Route::Namespace(ns) => {
-                if method != Method::GET {
-                    return status_response(status::method_not_allowed());
-                }
-                match self.store.namespace(&ns) {
-                    Some(obj) => json_response(200, &obj),
-                    None => status_response(status::failure(
-                        404,
-                        "NotFound",
-                        &format!("namespaces {ns:?} not found"),
-                        Some(&Details {
-                            name: Some(ns),
-                            kind: Some("namespaces".into()),
-                            ..Details::default()
-                        }),
-                    )),
-                }
-            }
+            Route::Namespaces => self.namespaces(&method, &q, repr, req).await,
+            Route::Namespace(ns) => self.namespace(&method, ns, &q, repr),
             Route::Collection {
                 kind,
                 namespace,
@@ -593,7 +573,7 @@ impl ApiServer {
             .unwrap_or(0);
         if kind == ResourceKind::Endpoints && minor >= 33 {
             resp.headers_mut()
-                .insert(header::WARNING, HeaderValue::from_static(ENDPOINTS_WARNING));
+                .append(header::WARNING, HeaderValue::from_static(ENDPOINTS_WARNING));
         }
     }
 
@@ -890,16 +870,18 @@ impl ApiServer {
         req: Request<Incoming>,
     ) -> Response<Body> {
         let manager = field_manager(q, &req);
-        let (dry, mut obj) = match read_object(q, req).await {
+        let (dry, mut obj, warnings) = match read_typed_object(kind, q, req, "CreateOptions").await
+        {
             Ok(read) => read,
             Err(response) => return response,
         };
         let now = clock::rfc3339_seconds(chrono::Utc::now());
         managed_fields::record_update(kind, None, &mut obj, &manager, &now);
-        match self.store.create_with(kind, ns, obj, dry) {
+        let response = match self.store.create_with(kind, ns, obj, dry) {
             Ok(o) => json_response(201, &o),
             Err(e) => error_response(&e),
-        }
+        };
+        with_warnings(response, &warnings)
     }
 
     async fn replace(
@@ -911,19 +893,22 @@ impl ApiServer {
         req: Request<Incoming>,
     ) -> Response<Body> {
         let manager = field_manager(q, &req);
-        let (dry, mut obj) = match read_object(q, req).await {
+        let (dry, mut obj, warnings) = match read_typed_object(kind, q, req, "UpdateOptions").await
+        {
             Ok(read) => read,
             Err(response) => return response,
         };
         let now = clock::rfc3339_seconds(chrono::Utc::now());
         let result = self.store.upsert_with(kind, ns, name, dry, |cur| {
+            check_uid_precondition(kind, name, cur, &obj)?;
             managed_fields::record_update(kind, cur, &mut obj, &manager, &now);
             Ok(obj)
         });
-        match result {
+        let response = match result {
             Ok((o, created)) => json_response(if created { 201 } else { 200 }, &o),
             Err(e) => error_response(&e),
-        }
+        };
+        with_warnings(response, &warnings)
     }
 
     async fn patch(
@@ -935,6 +920,10 @@ impl ApiServer {
         req: Request<Incoming>,
     ) -> Response<Body> {
         let dry = match dry_run(q) {
+            Ok(d) => d,
+            Err(r) => return status_response(r),
+        };
+        let directive = match FieldValidation::parse(q.get("fieldValidation"), "PatchOptions") {
             Ok(d) => d,
             Err(r) => return status_response(r),
         };
@@ -981,33 +970,40 @@ impl ApiServer {
             return bad_request("the body of a merge patch must be a JSON object");
         }
         let now = clock::rfc3339_seconds(chrono::Utc::now());
+        let mut warnings = Vec::new();
         let result = self.store.patch_with(kind, ns, name, dry, |cur| {
-            let mut next = match patch_type {
+            let rejected = |e: String| {
+                StoreError::BadRequest(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ))
+            };
+            // The patched object is decoded as the API server decodes it: pruned, with a
+            // warning per unknown field, or refused (422, field `patch`).
+            let (mut next, found) = match patch_type {
                 PatchType::Merge => {
                     let mut next = cur.clone();
                     super::merge_patch::merge_patch(&mut next, &patch);
-                    next
+                    decode_patched(kind, next, directive)?
                 }
-                PatchType::Json => super::merge_patch::json_patch(cur, &patch).map_err(|e| {
-                    StoreError::BadRequest(format!(
-                        "the server rejected our request due to an error in our request: {e}"
-                    ))
-                })?,
+                PatchType::Json => {
+                    let next = super::merge_patch::json_patch(cur, &patch).map_err(rejected)?;
+                    decode_patched(kind, next, directive)?
+                }
                 PatchType::Strategic | PatchType::Apply => {
-                    super::strategic_merge::apply(cur, &patch, Schema::of(kind)).map_err(|e| {
-                        StoreError::BadRequest(format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ))
-                    })?
+                    let next = super::strategic_merge::apply(cur, &patch, Schema::of(kind))
+                        .map_err(rejected)?;
+                    decode_strategic(kind, next, &patch, directive)?
                 }
             };
+            warnings = found;
             managed_fields::record_update(kind, Some(cur), &mut next, &manager, &now);
             Ok(next)
         });
-        match result {
+        let response = match result {
             Ok(o) => json_response(200, &o),
             Err(e) => error_response(&e),
-        }
+        };
+        with_warnings(response, &warnings)
     }
 
     /// Server-side apply: create-or-update under optimistic concurrency (the merged object
@@ -1023,6 +1019,10 @@ impl ApiServer {
     ) -> Response<Body> {
         if !config.is_object() {
             return bad_request("the body of an apply patch must be an object");
+        }
+        // The configuration is typed against the schema first, dry run or not.
+        if let Some(error) = super::apply::typed_patch_error(kind, config) {
+            return error_response(&StoreError::Internal(error));
         }
         if let Some(given) = config.pointer("/metadata/name").and_then(Value::as_str) {
             if given != name {
@@ -1211,6 +1211,32 @@ fn unsupported_media_type(accepted: &str) -> Response<Body> {
         &format!("the body of the request was in an unknown format - accepted media types include: {accepted}"),
         None,
     ))
+}
+
+/// The dry-run flag, the object of a create or replace request decoded as the API server
+/// decodes it (unknown fields pruned) and the warnings to answer with; or the error response.
+async fn read_typed_object(
+    kind: ResourceKind,
+    q: &Query,
+    req: Request<Incoming>,
+    options: &str,
+) -> Result<(bool, Value, Vec<String>), Response<Body>> {
+    let directive =
+        FieldValidation::parse(q.get("fieldValidation"), options).map_err(status_response)?;
+    let (dry, obj) = read_object(q, req).await?;
+    let (obj, warnings) = decode(kind, obj, directive).map_err(|e| error_response(&e))?;
+    Ok((dry, obj, warnings))
+}
+
+/// Adds a `Warning: 299 - "<text>"` header per warning, as the API server sends them.
+fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for text in warnings {
+        let quoted = text.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(value) = HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 /// The dry-run flag and the decoded object of a create or replace request, or the error

@@ -15,6 +15,11 @@
 //!   over, and the annotation follows the applied configuration: switching a resource
 //!   from `kubectl apply` to `kubectl apply --server-side` and back works, as on a real
 //!   API server.
+//! - A configuration that does not fit the schema (a field the schema does not declare, a
+//!   value of another type) is refused before anything else, whatever `fieldValidation`
+//!   says, with the 500 (no reason) the API server answers: `failed to create typed patch
+//!   object (loco/web; discovery.k8s.io/v1, Kind=EndpointSlice): .topology: field not
+//!   declared in schema` ([`typed_patch_error`]).
 
 use super::managed_fields::{self, fields_of, Entry, Path};
 use super::openapi::{ListMerge, Schema};
@@ -132,6 +137,147 @@ pub fn apply(
         keep_last_applied_in_step(&mut merged, &config);
     }
     Ok(merged)
+}
+
+/// What the API server's typed conversion of an apply configuration refuses (structured
+/// merge diff's validation against the schema), as the message of its 500; `None` when the
+/// configuration fits. One error per map at most (the walk of a map stops at its first
+/// undeclared field); several are listed under `errors:`.
+pub fn typed_patch_error(kind: ResourceKind, config: &Value) -> Option<String> {
+    let mut errors = Vec::new();
+    typed_errors(config, Schema::of(kind), "", &mut errors);
+    let listed = match errors.as_slice() {
+        [] => return None,
+        [one] => one.clone(),
+        many => {
+            let lines: Vec<String> = many.iter().map(|e| format!("  {e}")).collect();
+            format!("errors:\n{}", lines.join("\n"))
+        }
+    };
+    let meta = |field: &str| {
+        config
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    let api_version = config
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let kind_name = config.get("kind").and_then(Value::as_str).unwrap_or("");
+    Some(format!(
+        "failed to create typed patch object ({}/{}; {group}/{version}, Kind={kind_name}): {listed}",
+        meta("namespace"),
+        meta("name"),
+    ))
+}
+
+/// A value as Go's `%v` prints structured merge diff's value of it (`&{10.0.0.1}`).
+fn smd_value(value: &Value) -> String {
+    format!("&{{{}}}", crate::store::go_print(value))
+}
+
+/// Go's `%T` of what `json.Unmarshal` makes of a value.
+fn go_type(value: &Value) -> &'static str {
+    match value {
+        Value::String(_) => "string",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float64",
+        Value::Number(_) => "int64",
+        Value::Array(_) => "[]interface {}",
+        Value::Object(_) => "map[string]interface {}",
+        Value::Null => "<nil>",
+    }
+}
+
+/// How structured merge diff names a list element in a path: by index in an atomic list,
+/// by value in a set, by its keys in a keyed list.
+fn element_name(merge: &ListMerge, index: usize, item: &Value) -> String {
+    match merge {
+        ListMerge::Atomic => format!("[{index}]"),
+        ListMerge::Set => format!("[={item}]"),
+        ListMerge::Map(keys) => {
+            let keys: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k}={}", item.get(k).unwrap_or(&Value::Null)))
+                .collect();
+            format!("[{}]", keys.join(","))
+        }
+    }
+}
+
+fn typed_errors(value: &Value, schema: Schema, path: &str, errors: &mut Vec<String>) {
+    if value.is_null() || !schema.is_known() {
+        return;
+    }
+    let refuse = |errors: &mut Vec<String>, message: String| {
+        errors.push(format!("{path}: {message}"));
+    };
+    match schema.json_type() {
+        Some("object") => {
+            let Value::Object(map) = value else {
+                return refuse(errors, format!("expected map, got {}", smd_value(value)));
+            };
+            if !schema.has_fields() && !schema.is_free_map() {
+                return;
+            }
+            for (key, child) in map {
+                let at = format!("{path}.{key}");
+                if schema.has_fields() && !schema.declares(key) && !schema.is_free_map() {
+                    errors.push(format!("{at}: field not declared in schema"));
+                    return;
+                }
+                typed_errors(child, schema.field(key), &at, errors);
+            }
+        }
+        Some("array") => {
+            let Value::Array(items) = value else {
+                return refuse(errors, format!("expected list, got {}", smd_value(value)));
+            };
+            let merge = schema.list_type();
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("{path}{}", element_name(&merge, i, item));
+                typed_errors(item, schema.items(), &at, errors);
+            }
+        }
+        Some("string") if !value.is_string() => refuse(
+            errors,
+            format!(
+                "expected string, got &value.valueUnstructured{{Value:{}}}",
+                go_sharp(value)
+            ),
+        ),
+        Some("integer" | "number") if !value.is_number() => refuse(
+            errors,
+            format!("expected numeric (int or float), got {}", go_type(value)),
+        ),
+        Some("boolean") if !value.is_boolean() => refuse(
+            errors,
+            format!("expected boolean, got {}", smd_value(value)),
+        ),
+        _ => {}
+    }
+}
+
+/// Go's `%#v` of a value `json.Unmarshal` made (`"a"`, `10`, `[]interface {}{"a"}`).
+fn go_sharp(value: &Value) -> String {
+    match value {
+        Value::Null => "interface {}(nil)".into(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Bool(_) | Value::Number(_) => crate::store::go_print(value),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(go_sharp).collect();
+            format!("[]interface {{}}{{{}}}", items.join(", "))
+        }
+        Value::Object(map) => {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k:?}:{}", go_sharp(v)))
+                .collect();
+            format!("map[string]interface {{}}{{{}}}", items.join(", "))
+        }
+    }
 }
 
 /// The fields of the live object's last-applied configuration, if it has one and the live
@@ -458,6 +604,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(annotation["endpoints"][0]["addresses"][0], "10.0.0.2");
+    }
+
+    #[test]
+    fn a_configuration_that_does_not_fit_the_schema_is_refused_as_the_typed_conversion_refuses_it()
+    {
+        let mut unknown = config("10.0.0.1", json!({"a": "1"}));
+        unknown["topology"] = json!({"kubernetes.io/hostname": "node-1"});
+        assert_eq!(
+            typed_patch_error(KIND, &unknown).as_deref(),
+            Some("failed to create typed patch object (loco/web; discovery.k8s.io/v1, Kind=EndpointSlice): .topology: field not declared in schema")
+        );
+        let mut nested = config("10.0.0.1", json!({"a": "1"}));
+        nested["endpoints"][0]["ready"] = json!(true);
+        nested["metadata"]["colour"] = json!("red");
+        assert_eq!(
+            typed_patch_error(KIND, &nested).unwrap().split_once("): ").unwrap().1,
+            "errors:\n  .endpoints[0].ready: field not declared in schema\n  .metadata.colour: field not declared in schema"
+        );
+        let mut wrong = config("10.0.0.1", json!({"a": "1"}));
+        wrong["endpoints"][0]["addresses"] = json!("10.0.0.1");
+        wrong["endpoints"][0]["conditions"] = json!({"ready": "yes"});
+        wrong["ports"] = json!([{"port": "80", "name": 7}]);
+        assert_eq!(
+            typed_patch_error(KIND, &wrong)
+                .unwrap()
+                .split_once("): ")
+                .unwrap()
+                .1,
+            "errors:\n  .endpoints[0].addresses: expected list, got &{10.0.0.1}\n  \
+             .endpoints[0].conditions.ready: expected boolean, got &{yes}\n  \
+             .ports[0].name: expected string, got &value.valueUnstructured{Value:7}\n  \
+             .ports[0].port: expected numeric (int or float), got string"
+        );
+        let labels = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web",
+            "labels": {"any-key": "v"}, "managedFields": null,
+            "ownerReferences": [{"uid": "u1", "name": "x", "kind": "Service", "apiVersion": "v1", "extra": 1}]}});
+        assert_eq!(
+            typed_patch_error(ResourceKind::Endpoints, &labels).as_deref(),
+            Some("failed to create typed patch object (/web; /v1, Kind=Endpoints): .metadata.ownerReferences[uid=\"u1\"].extra: field not declared in schema")
+        );
+        assert_eq!(
+            typed_patch_error(KIND, &config("10.0.0.1", json!({"a": "1"}))),
+            None
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn core_v1_resources() -> Value {
             {"name": "endpoints", "singularName": "endpoints", "namespaced": true, "kind": "Endpoints",
              "verbs": VERBS, "shortNames": ["ep"]},
             {"name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace",
-             "verbs": ["get", "list"], "shortNames": ["ns"]},
+             "verbs": ["create", "delete", "get", "list"], "shortNames": ["ns"]},
         ],
     })
 }

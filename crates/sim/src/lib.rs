@@ -19,6 +19,7 @@ mod managed_fields;
 mod media;
 mod merge_patch;
 mod openapi;
+mod protobuf;
 pub mod scenario;
 mod selector;
 mod status;
@@ -32,7 +33,7 @@ pub use selector::{FieldSelector, LabelSelector, SelectorError};
 pub use status::Cause;
 pub use store::{
     EventType, ListFrom, ListPage, Preconditions, ResourceKind, Store, StoreError, StoredEvent,
-    WatchFrom, WatchStart, MAX_ENDPOINTS_PER_SLICE, TRIGGER_TIME_ANNOTATION,
+    WatchFrom, WatchStart, INITIAL_NAMESPACES, MAX_ENDPOINTS_PER_SLICE, TRIGGER_TIME_ANNOTATION,
 };
 
 use hyper::server::conn::http1;

@@ -87,6 +87,37 @@ impl Schema {
         self.0.and_then(|s| s.get(name))
     }
 
+    /// Whether a schema is known here.
+    pub fn is_known(self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The JSON type of values here (`object`, `array`, `string`, `integer`, `boolean`), if
+    /// the schema says.
+    pub fn json_type(self) -> Option<&'static str> {
+        self.extension("type").and_then(Value::as_str)
+    }
+
+    /// Whether an object here lists its fields (a struct, not a free-form map).
+    pub fn has_fields(self) -> bool {
+        self.extension("properties").is_some()
+    }
+
+    /// The fields listed here, sorted.
+    #[cfg(test)]
+    pub fn field_names(self) -> Vec<&'static str> {
+        self.extension("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether field `name` is one of the fields listed here.
+    pub fn declares(self, name: &str) -> bool {
+        self.extension("properties")
+            .is_some_and(|p| p.get(name).is_some())
+    }
+
     /// Whether this is a map with arbitrary keys (labels, annotations).
     pub fn is_free_map(self) -> bool {
         self.0.is_some_and(|s| {
@@ -187,17 +218,10 @@ pub fn v2(protobuf: bool) -> Vec<u8> {
             json!({"swagger": "2.0", "info": {"title": TITLE, "version": VERSION}, "paths": {}});
         return doc.to_string().into_bytes();
     }
-    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
-        let mut out = vec![
-            (number << 3) | 2,
-            u8::try_from(bytes.len()).expect("short field"),
-        ];
-        out.extend_from_slice(bytes);
-        out
-    }
+    use super::protobuf::delimited;
     // Document { swagger = 1; info = 2 { title = 1 }; paths = 8 {} }
-    let info = field(1, TITLE.as_bytes());
-    [field(1, b"2.0"), field(2, &info), field(8, &[])].concat()
+    let info = delimited(1, TITLE.as_bytes());
+    [delimited(1, b"2.0"), delimited(2, &info), delimited(8, &[])].concat()
 }
 
 fn query_parameter(name: &str) -> Value {
@@ -293,6 +317,53 @@ mod tests {
             assert!(group_version(path).is_some());
         }
         assert!(group_version("apis/apps/v1").is_none());
+    }
+
+    #[test]
+    fn each_kind_documents_field_validation_on_its_patch_operation() {
+        // kubectl 1.30+ leave validation to the server (and send fieldValidation=Strict)
+        // when the PATCH operation of the object's kind lists the parameter.
+        for (path, kind) in group_versions() {
+            let doc = group_version(path).unwrap();
+            let prefix = match kind.group() {
+                "" => "/api/v1".to_owned(),
+                group => format!("/apis/{group}/v1"),
+            };
+            let item = format!(
+                "{prefix}/namespaces/{{namespace}}/{}/{{name}}",
+                kind.plural()
+            );
+            let patch = &doc["paths"][item.as_str()]["patch"];
+            assert_eq!(
+                patch["x-kubernetes-group-version-kind"]["kind"],
+                kind.kind()
+            );
+            assert!(patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+            assert!(patch["requestBody"]["content"]
+                .get("application/strategic-merge-patch+json")
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn the_schema_says_what_is_declared_and_of_which_type() {
+        let slice = Schema::of(ResourceKind::EndpointSlice);
+        assert!(slice.has_fields() && slice.declares("endpoints") && !slice.declares("topology"));
+        assert_eq!(slice.field("endpoints").json_type(), Some("array"));
+        let endpoint = slice.field("endpoints").items();
+        assert_eq!(
+            endpoint.field("conditions").field("ready").json_type(),
+            Some("boolean")
+        );
+        assert_eq!(
+            slice.field("ports").items().field("port").json_type(),
+            Some("integer")
+        );
+        assert!(!slice.field("topology").is_known());
     }
 
     #[test]

@@ -4,12 +4,16 @@
 //!
 //! [`EmulatorCluster`] is the pure story, reproducible from a seed; [`run_scenario`]
 //! writes it into the simulated API as the EndpointSlice controller would: one slice per
-//! 100 endpoints, the `last-change-trigger-time` annotation set to the pod change that
-//! caused the write, plus the Service's core/v1 Endpoints object.
+//! 100 endpoints, labelled as the slices of a headless Service, plus the Service's core/v1
+//! Endpoints object. Only objects whose endpoints change are written, and only they get a
+//! new `last-change-trigger-time` annotation (the time of the pod change): the scenario is
+//! the only writer of that annotation, as the controllers are in a cluster.
 
+use super::clock;
 use super::store::{ResourceKind, Store, StoreError, TRIGGER_TIME_ANNOTATION};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use loco_discovery_core::dns::HEADLESS_LABEL;
 use loco_discovery_core::slices::{mk_endpoint, mk_slice};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,7 +66,6 @@ struct Pod {
     uid: String,
     revision: u32,
     phase: Phase,
-    changed_at: DateTime<Utc>,
 }
 
 /// The emulator StatefulSet's pods, advanced one step at a time.
@@ -78,6 +81,9 @@ pub struct EmulatorCluster {
     next_ip: u32,
     /// Random suffix of the slice names, like the controller's `generateName`.
     slice_suffix: String,
+    /// When the pods last changed in a way the endpoints show: the trigger time the
+    /// controller writes with the objects that change.
+    last_change: Option<DateTime<Utc>>,
     /// Steps left before anything happens to the pods (a StatefulSet already up stays
     /// steady for a moment).
     quiet_steps: u32,
@@ -98,20 +104,25 @@ impl EmulatorCluster {
             revision: 1,
             next_ip: 0,
             slice_suffix,
+            last_change: None,
             quiet_steps: 0,
         }
     }
 
     /// The StatefulSet already up: every replica created in ordinal order and ready, as
     /// after its ordered start-up has run its course. It stays so for the first
-    /// [`QUIET_STEPS`] steps, then the story goes on.
+    /// [`QUIET_STEPS`] steps, then the story goes on. The pods came up at `now`: the trigger
+    /// time of the first objects written.
     pub fn already_up(config: ScenarioConfig, now: DateTime<Utc>) -> Self {
         let mut cluster = Self::new(config);
         cluster.quiet_steps = QUIET_STEPS;
         for ordinal in 0..cluster.desired {
-            let mut pod = cluster.new_pod(now);
+            let mut pod = cluster.new_pod();
             pod.phase = Phase::Ready;
             cluster.pods.insert(ordinal, pod);
+        }
+        if !cluster.pods.is_empty() {
+            cluster.last_change = Some(now);
         }
         cluster
     }
@@ -124,7 +135,7 @@ impl EmulatorCluster {
         format!("{}-{ordinal}", self.config.service)
     }
 
-    fn new_pod(&mut self, now: DateTime<Utc>) -> Pod {
+    fn new_pod(&mut self) -> Pod {
         self.next_ip += 1;
         let n = self.next_ip;
         let steps = self.rng.random_range(1..=3);
@@ -133,20 +144,22 @@ impl EmulatorCluster {
             uid: format!("{:08x}-sim-{n}", self.config.seed as u32),
             revision: self.revision,
             phase: Phase::Booting { steps },
-            changed_at: now,
         }
     }
 
     /// Advances the story by one step. Returns whether anything visible changed.
     pub fn step(&mut self, now: DateTime<Utc>) -> bool {
-        let mut changed = self.advance_pods(now);
-        changed |= self.random_event(now);
-        changed |= self.reconcile(now);
+        let mut changed = self.advance_pods();
+        changed |= self.random_event();
+        changed |= self.reconcile();
+        if changed {
+            self.last_change = Some(now);
+        }
         changed
     }
 
     /// Counts down every pod's current phase.
-    fn advance_pods(&mut self, now: DateTime<Utc>) -> bool {
+    fn advance_pods(&mut self) -> bool {
         let mut changed = false;
         let mut gone = Vec::new();
         for (ordinal, pod) in self.pods.iter_mut() {
@@ -163,10 +176,7 @@ impl EmulatorCluster {
                 Some(phase) => {
                     let visible = phase_flags(phase) != phase_flags(pod.phase);
                     pod.phase = phase;
-                    if visible {
-                        pod.changed_at = now;
-                        changed = true;
-                    }
+                    changed |= visible;
                 }
             }
         }
@@ -178,7 +188,7 @@ impl EmulatorCluster {
     }
 
     /// Now and then: a readiness failure, a scale change or a rolling update.
-    fn random_event(&mut self, now: DateTime<Utc>) -> bool {
+    fn random_event(&mut self) -> bool {
         if self.quiet_steps > 0 {
             self.quiet_steps -= 1;
             return false;
@@ -195,7 +205,6 @@ impl EmulatorCluster {
             let steps = self.rng.random_range(1..=4);
             if let Some(pod) = self.pods.get_mut(&ordinal) {
                 pod.phase = Phase::Unready { steps };
-                pod.changed_at = now;
             }
             return true;
         }
@@ -221,7 +230,7 @@ impl EmulatorCluster {
     /// What the StatefulSet controller does (OrderedReady): create the next pod once all
     /// lower ones are ready, delete from the highest ordinal down, replace outdated pods
     /// one at a time from the highest ordinal down.
-    fn reconcile(&mut self, now: DateTime<Utc>) -> bool {
+    fn reconcile(&mut self) -> bool {
         if self
             .pods
             .values()
@@ -232,14 +241,14 @@ impl EmulatorCluster {
         let count = self.pods.len() as u32;
         if count > self.desired {
             let highest = *self.pods.keys().next_back().expect("count > 0");
-            return self.terminate(highest, now);
+            return self.terminate(highest);
         }
         let all_ready = self.pods.values().all(|p| p.phase == Phase::Ready);
         if count < self.desired {
             let missing = (0..self.desired).find(|o| !self.pods.contains_key(o));
             if let Some(ordinal) = missing {
                 if all_ready {
-                    let pod = self.new_pod(now);
+                    let pod = self.new_pod();
                     self.pods.insert(ordinal, pod);
                     return true;
                 }
@@ -254,18 +263,17 @@ impl EmulatorCluster {
                 .find(|(_, p)| p.revision != self.revision)
                 .map(|(o, _)| *o);
             if let Some(ordinal) = outdated {
-                return self.terminate(ordinal, now);
+                return self.terminate(ordinal);
             }
         }
         false
     }
 
-    fn terminate(&mut self, ordinal: u32, now: DateTime<Utc>) -> bool {
+    fn terminate(&mut self, ordinal: u32) -> bool {
         let steps = self.rng.random_range(1..=2);
         match self.pods.get_mut(&ordinal) {
             Some(pod) => {
                 pod.phase = Phase::Terminating { steps };
-                pod.changed_at = now;
                 true
             }
             None => false,
@@ -310,16 +318,18 @@ impl EmulatorCluster {
                     })
                     .collect();
                 let mut slice = mk_slice(&self.config.namespace, &name, &self.config.service, list);
-                let trigger = chunk.iter().map(|(_, p)| p.changed_at).max();
-                if let Some(trigger) = trigger {
-                    slice.metadata.annotations = Some(BTreeMap::from([(
-                        TRIGGER_TIME_ANNOTATION.to_owned(),
-                        trigger.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                    )]));
-                }
+                slice.metadata.annotations = self
+                    .trigger_time()
+                    .map(|t| BTreeMap::from([(TRIGGER_TIME_ANNOTATION.to_owned(), t)]));
                 slice
             })
             .collect()
+    }
+
+    /// The `last-change-trigger-time` annotation's value: the time of the latest pod change,
+    /// as Go's RFC 3339 with nanoseconds writes it.
+    fn trigger_time(&self) -> Option<String> {
+        self.last_change.map(clock::rfc3339_nano)
     }
 
     /// The Service's core/v1 Endpoints object, as the Endpoints controller would write it.
@@ -352,10 +362,14 @@ impl EmulatorCluster {
             "kind": "Endpoints",
             "metadata": {"name": self.config.service, "namespace": self.config.namespace,
                          "labels": {"app.kubernetes.io/component": "emulator",
-                                    "app.kubernetes.io/part-of": "lego-loco-cluster"}},
+                                    "app.kubernetes.io/part-of": "lego-loco-cluster",
+                                    HEADLESS_LABEL: ""}},
         });
         if !self.pods.is_empty() {
             object["subsets"] = json!([subset]);
+        }
+        if let Some(trigger) = self.trigger_time() {
+            object["metadata"]["annotations"] = json!({TRIGGER_TIME_ANNOTATION: trigger});
         }
         object
     }
@@ -379,9 +393,11 @@ fn phase_flags(phase: Phase) -> (bool, bool) {
 }
 
 /// Writes `desired` into the store as the controller would: create what is missing,
-/// replace what differs, delete slices of the service that are no longer wanted.
+/// replace what differs, delete slices of the service that are no longer wanted. The
+/// namespace is created first if it does not exist (the cluster's setup).
 pub fn sync_into_store(store: &Store, cluster: &EmulatorCluster) -> Result<(), StoreError> {
     let namespace = cluster.config.namespace.as_str();
+    store.ensure_namespace(namespace);
     let mut wanted = BTreeMap::new();
     for slice in cluster.slices() {
         let name = slice.metadata.name.clone().unwrap_or_default();
@@ -601,6 +617,49 @@ mod tests {
         for e in &slice.endpoints {
             assert_eq!(e.conditions.as_ref().unwrap().ready, Some(true));
         }
+    }
+
+    /// The object's resourceVersion and trigger-time annotation.
+    fn version_and_trigger(store: &Store, kind: ResourceKind, name: &str) -> (Value, Value) {
+        let object = store.get(kind, "loco", name).unwrap_or_default();
+        (
+            object["metadata"]["resourceVersion"].clone(),
+            object["metadata"]["annotations"][TRIGGER_TIME_ANNOTATION].clone(),
+        )
+    }
+
+    #[test]
+    fn only_objects_whose_endpoints_change_get_a_new_trigger_time() {
+        let store = Store::new(1000);
+        let mut cluster = EmulatorCluster::new(config(3, 5));
+        let objects = [
+            (
+                ResourceKind::EndpointSlice,
+                format!("loco-loco-emulator-{}", cluster.slice_suffix),
+            ),
+            (ResourceKind::Endpoints, "loco-loco-emulator".to_owned()),
+        ];
+        let (mut quiet, mut written) = (0, 0);
+        for s in 1..300 {
+            let before = objects
+                .clone()
+                .map(|(k, n)| version_and_trigger(&store, k, &n));
+            cluster.step(t(s));
+            sync_into_store(&store, &cluster).unwrap();
+            let after = objects
+                .clone()
+                .map(|(k, n)| version_and_trigger(&store, k, &n));
+            for ((b, a), (kind, _)) in before.iter().zip(&after).zip(&objects) {
+                if a.0 == b.0 {
+                    quiet += 1;
+                    assert_eq!(a.1, b.1, "step {s}: {kind:?} not written");
+                } else {
+                    written += 1;
+                    assert_eq!(a.1, clock::rfc3339_nano(t(s)), "step {s}: {kind:?} written");
+                }
+            }
+        }
+        assert!(quiet > 0 && written > 0, "quiet {quiet}, written {written}");
     }
 
     #[test]

@@ -199,7 +199,12 @@ pub fn partial_metadata(obj: &Value, api_version: &str) -> Value {
 
 /// One row, with its embedded object.
 pub fn row(kind: ResourceKind, obj: &Value, opts: TableOptions, now: DateTime<Utc>) -> Value {
-    let mut r = json!({"cells": cells(kind, obj, now)});
+    row_of(cells(kind, obj, now), obj, opts)
+}
+
+/// A row of `cells`, embedding `obj` as `opts` ask.
+fn row_of(cells: Value, obj: &Value, opts: TableOptions) -> Value {
+    let mut r = json!({"cells": cells});
     match opts.include {
         IncludeObject::None => {}
         IncludeObject::Metadata => r["object"] = partial_metadata(obj, opts.api_version),
@@ -223,6 +228,31 @@ pub fn table<'a>(
         "apiVersion": opts.api_version,
         "metadata": metadata,
         "columnDefinitions": if with_columns { columns(kind) } else { json!([]) },
+        "rows": rows,
+    })
+}
+
+/// The Table of namespaces (`kubectl get namespaces`): name, status (phase), age.
+pub fn namespace_table(objs: &[Value], opts: TableOptions, metadata: Value) -> Value {
+    let now = Utc::now();
+    let col = |name: &str, ty: &str, format: &str, desc: &str| json!({"name": name, "type": ty, "format": format, "description": desc, "priority": 0});
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| {
+            let text = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or("");
+            let cells = json!([text("/metadata/name"), text("/status/phase"), age(o, now)]);
+            row_of(cells, o, opts)
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": opts.api_version,
+        "metadata": metadata,
+        "columnDefinitions": [
+            col("Name", "string", "name", NAME_DOC),
+            col("Status", "string", "", "The status of the namespace"),
+            col("Age", "string", "", AGE_DOC),
+        ],
         "rows": rows,
     })
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::dns::HEADLESS_LABEL;
 use crate::model::Probe;
 use crate::slices::{mk_endpoint, mk_port, mk_slice};
 use chrono::TimeZone;
@@ -127,6 +128,96 @@ fn ipv6_only_pod_gets_a_bracketed_health_url() {
     );
 }
 
+/// A Deployment pod (no hostname) at `ip`, in the slice `name` of `service`; `headless`
+/// says whether the slice carries the headless-Service label.
+fn deployment_slice(name: &str, service: &str, ip: &str, headless: bool) -> EndpointSlice {
+    let mut endpoint = mk_endpoint("python-server-65b886d59c-nnktx", ip, true, false);
+    endpoint.hostname = None;
+    let mut s = mk_slice("net-test", name, service, vec![endpoint]);
+    if !headless {
+        s.metadata.labels.as_mut().unwrap().remove(HEADLESS_LABEL);
+    }
+    if ip.contains(':') {
+        s.address_type = "IPv6".into();
+    }
+    s
+}
+
+fn dns_and_vnc(idx: &EndpointIndex) -> Vec<(Option<String>, String)> {
+    idx.instances()
+        .iter()
+        .map(|i| (i.addresses.dns_name.clone(), i.vnc_url.clone()))
+        .collect()
+}
+
+#[test]
+fn a_headless_deployment_pod_is_named_by_its_dashed_address() {
+    let mut idx = index();
+    let svc = "python-server-headless";
+    idx.apply(&deployment_slice("a", svc, "10.100.58.221", true), t(0));
+    let name = "10-100-58-221.python-server-headless.net-test.svc.cluster.local";
+    assert_eq!(
+        dns_and_vnc(&idx),
+        vec![(Some(name.to_owned()), format!("{name}:5901"))]
+    );
+    idx.apply(&deployment_slice("b", svc, "fd00:10:244::5", true), t(1));
+    assert_eq!(
+        dns_and_vnc(&idx)[0].0.as_deref(),
+        Some(name),
+        "a dual-stack pod is named by its preferred (IPv4) address"
+    );
+}
+
+#[test]
+fn an_ipv6_only_headless_pod_is_named_by_its_address_with_dashes() {
+    let mut idx = index();
+    idx.apply(
+        &deployment_slice("a", "echo", "fd00:10:244:2::9", true),
+        t(0),
+    );
+    let name = "fd00-10-244-2--9.echo.net-test.svc.cluster.local";
+    assert_eq!(
+        dns_and_vnc(&idx),
+        vec![(Some(name.to_owned()), format!("{name}:5901"))]
+    );
+}
+
+#[test]
+fn endpoint_pod_names_names_a_deployment_pod_by_the_pod() {
+    let mut config = IndexConfig::default();
+    config.dns.endpoint_pod_names = true;
+    let mut idx = EndpointIndex::new(config);
+    idx.apply(&deployment_slice("a", "web", "10.100.58.221", true), t(0));
+    assert_eq!(
+        idx.instances()[0].addresses.dns_name.as_deref(),
+        Some("python-server-65b886d59c-nnktx.web.net-test.svc.cluster.local")
+    );
+}
+
+#[test]
+fn endpoints_of_a_service_that_is_not_headless_have_no_name_and_a_vnc_url_by_address() {
+    let mut idx = index();
+    idx.apply(&deployment_slice("a", "web", "10.100.58.221", false), t(0));
+    assert_eq!(
+        dns_and_vnc(&idx),
+        vec![(None, "10.100.58.221:5901".to_owned())]
+    );
+    let mut idx = index();
+    idx.apply(&deployment_slice("a", "web", "fd00::5", false), t(0));
+    assert_eq!(dns_and_vnc(&idx), vec![(None, "[fd00::5]:5901".to_owned())]);
+    let json = serde_json::to_value(idx.instances()[0]).unwrap();
+    assert_eq!(json["addresses"]["dnsName"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_statefulset_pod_of_a_service_that_is_not_headless_has_no_name() {
+    let mut idx = index();
+    let mut s = slice("a", vec![ready(0)]);
+    s.metadata.labels.as_mut().unwrap().remove(HEADLESS_LABEL);
+    idx.apply(&s, t(0));
+    assert_eq!(dns_and_vnc(&idx), vec![(None, "10.0.0.10:5901".to_owned())]);
+}
+
 #[test]
 fn status_comes_from_serving_and_terminating() {
     let cases = [
@@ -185,8 +276,8 @@ fn instance_fields_follow_the_lego_loco_contract() {
     assert_eq!(i.addresses.pod_ip.as_deref(), Some("10.0.0.13"));
     assert_eq!(i.addresses.hostname, "loco-loco-emulator-3");
     assert_eq!(
-        i.addresses.dns_name,
-        "loco-loco-emulator-3.loco-loco-emulator.loco.svc.cluster.local"
+        i.addresses.dns_name.as_deref(),
+        Some("loco-loco-emulator-3.loco-loco-emulator.loco.svc.cluster.local")
     );
     assert_eq!(i.ports.get("vnc"), Some(&5901));
     assert_eq!(i.ports.get("health"), Some(&8080));
@@ -591,6 +682,30 @@ fn pod_without_numeric_ordinal_keeps_its_name_as_id() {
     assert_eq!(reasons(&out), vec![AnomalyReason::NoOrdinal]);
     assert_eq!(ids(&idx), vec!["instance-1", "web-7f9c-x2k9q"]);
     assert_eq!(idx.instances()[1].name, "web-7f9c-x2k9q");
+}
+
+#[test]
+fn normal_shapes_are_notes_and_only_lost_information_is_a_problem() {
+    let mut idx = index();
+    let mut apiserver = mk_endpoint("x", "172.18.0.2", true, false);
+    apiserver.target_ref = None;
+    apiserver.hostname = None;
+    let deployment_pod = mk_endpoint("web-7f9c-x2k9q", "10.0.0.5", true, false);
+    let out = idx.apply(&slice("a", vec![deployment_pod, apiserver]), t(0));
+    assert_eq!(
+        reasons(&out),
+        vec![
+            AnomalyReason::NoOrdinal,
+            AnomalyReason::NoTargetRef,
+            AnomalyReason::NoOrdinal
+        ]
+    );
+    assert!(out.anomalies.iter().all(|a| !a.reason.loses_information()));
+    let mut empty = ready(1);
+    empty.addresses.clear();
+    let out = idx.apply(&slice("b", vec![empty]), t(1));
+    assert_eq!(reasons(&out), vec![AnomalyReason::NoAddresses]);
+    assert!(out.anomalies[0].reason.loses_information());
 }
 
 #[test]

@@ -60,6 +60,29 @@ pub enum StoreError {
     /// 504: a resourceVersion newer than the store.
     #[error("Too large resource version: {requested}, current: {current}")]
     TooLargeResourceVersion { requested: u64, current: u64 },
+    /// 422: a patch whose result does not decode (the API server names no kind and no object).
+    #[error(" \"\" is invalid: {}: {}", .cause.field, .cause.message)]
+    PatchUndecodable { cause: Cause },
+    /// 500: a create that states a resourceVersion (the storage layer's plain error; the API server sends it with no
+    /// reason).
+    #[error("resourceVersion should not be set on objects to be created")]
+    ResourceVersionOnCreate,
+    /// 404: the namespace does not exist (a write into it, or a read or delete of it).
+    #[error("namespaces \"{0}\" not found")]
+    NamespaceNotFound(String),
+    /// 409: a namespace of that name exists.
+    #[error("namespaces \"{0}\" already exists")]
+    NamespaceExists(String),
+    /// 403: one of the namespaces the API server keeps (`default`, `kube-system`, `kube-public`).
+    #[error("namespaces \"{0}\" is forbidden: this namespace may not be deleted")]
+    NamespaceUndeletable(String),
+    /// 500 with no reason: an error the API server does not map to a Status (a server-side
+    /// apply configuration that does not fit the schema).
+    #[error("{0}")]
+    Internal(String),
+    /// 422: a namespace name that is not a DNS label.
+    #[error("Namespace \"{name}\" is invalid: metadata.name: {}", .cause.message)]
+    NamespaceInvalid { name: String, cause: Cause },
 }
 
 impl StoreError {
@@ -82,9 +105,15 @@ impl StoreError {
     /// The HTTP status code of the error.
     pub fn code(&self) -> u16 {
         match self {
-            StoreError::NotFound { .. } => 404,
-            StoreError::AlreadyExists { .. } | StoreError::Conflict { .. } => 409,
-            StoreError::Invalid { .. } => 422,
+            StoreError::NotFound { .. } | StoreError::NamespaceNotFound(_) => 404,
+            StoreError::AlreadyExists { .. }
+            | StoreError::Conflict { .. }
+            | StoreError::NamespaceExists(_) => 409,
+            StoreError::Invalid { .. }
+            | StoreError::NamespaceInvalid { .. }
+            | StoreError::PatchUndecodable { .. } => 422,
+            StoreError::NamespaceUndeletable(_) => 403,
+            StoreError::ResourceVersionOnCreate | StoreError::Internal(_) => 500,
             StoreError::BadRequest(_) => 400,
             StoreError::Expired(_) => 410,
             StoreError::TooLargeResourceVersion { .. } => 504,
@@ -94,10 +123,14 @@ impl StoreError {
     /// The `reason` of the Status body.
     pub fn reason(&self) -> &'static str {
         match self {
-            StoreError::NotFound { .. } => "NotFound",
-            StoreError::AlreadyExists { .. } => "AlreadyExists",
+            StoreError::NotFound { .. } | StoreError::NamespaceNotFound(_) => "NotFound",
+            StoreError::AlreadyExists { .. } | StoreError::NamespaceExists(_) => "AlreadyExists",
             StoreError::Conflict { .. } => "Conflict",
-            StoreError::Invalid { .. } => "Invalid",
+            StoreError::Invalid { .. }
+            | StoreError::NamespaceInvalid { .. }
+            | StoreError::PatchUndecodable { .. } => "Invalid",
+            StoreError::NamespaceUndeletable(_) => "Forbidden",
+            StoreError::ResourceVersionOnCreate | StoreError::Internal(_) => "",
             StoreError::BadRequest(_) => "BadRequest",
             StoreError::Expired(_) => "Expired",
             StoreError::TooLargeResourceVersion { .. } => "Timeout",
@@ -132,7 +165,27 @@ impl StoreError {
                 retry_after_seconds: Some(1),
                 ..Details::default()
             }),
-            StoreError::BadRequest(_) | StoreError::Expired(_) => None,
+            StoreError::NamespaceNotFound(name)
+            | StoreError::NamespaceExists(name)
+            | StoreError::NamespaceUndeletable(name) => Some(Details {
+                name: Some(name.clone()),
+                kind: Some("namespaces".into()),
+                ..Details::default()
+            }),
+            StoreError::NamespaceInvalid { name, cause } => Some(Details {
+                name: Some(name.clone()),
+                kind: Some("Namespace".into()),
+                causes: vec![cause.clone()],
+                ..Details::default()
+            }),
+            StoreError::PatchUndecodable { cause } => Some(Details {
+                causes: vec![cause.clone()],
+                ..Details::default()
+            }),
+            StoreError::BadRequest(_)
+            | StoreError::Expired(_)
+            | StoreError::ResourceVersionOnCreate
+            | StoreError::Internal(_) => None,
         };
         status::failure(self.code(), self.reason(), &message, details.as_ref())
     }

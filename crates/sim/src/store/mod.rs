@@ -9,22 +9,25 @@ mod continue_token;
 mod error;
 mod events;
 mod kind;
+mod namespaces;
 mod objects;
+mod schema;
 #[cfg(test)]
 mod tests;
 
 pub use error::StoreError;
 pub use events::{watch_line, EventType, ListFrom, ListPage, StoredEvent, WatchFrom, WatchStart};
 pub use kind::ResourceKind;
-pub use objects::{
-    is_dns_subdomain, key_of, with_rv, MAX_ENDPOINTS_PER_SLICE, TRIGGER_TIME_ANNOTATION,
-};
+pub use namespaces::INITIAL_NAMESPACES;
+pub(crate) use objects::check_uid_precondition;
+pub use objects::{key_of, with_rv, MAX_ENDPOINTS_PER_SLICE, TRIGGER_TIME_ANNOTATION};
+pub use schema::{decode, decode_patched, decode_strategic, go_print, FieldValidation};
 
 use self::continue_token::*;
 use self::error::*;
 use self::events::*;
+use self::namespaces::*;
 use self::objects::*;
-use crate::clock;
 use chrono::Utc;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -77,11 +80,6 @@ impl Store {
     /// An empty store keeping `history_limit` events for resuming watches. Its resourceVersion starts at 1.
     pub fn new(history_limit: usize) -> Store {
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let created = clock::rfc3339_seconds(Utc::now());
-        let namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"]
-            .iter()
-            .map(|n| (n.to_string(), namespace_object(n, 1, &created)))
-            .collect();
         Store {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -90,7 +88,7 @@ impl Store {
                     history: VecDeque::new(),
                     floor: 1,
                     epoch: 0,
-                    namespaces,
+                    namespaces: initial_namespaces(),
                 }),
                 events,
                 history_limit,
@@ -127,11 +125,6 @@ impl Store {
             st.objects[kind.index()].remove(&key);
         } else {
             st.objects[kind.index()].insert(key.clone(), object.clone());
-            if !st.namespaces.contains_key(&key.0) {
-                let created = clock::rfc3339_seconds(Utc::now());
-                let ns = namespace_object(&key.0, rv, &created);
-                st.namespaces.insert(key.0.clone(), ns);
-            }
         }
         let event = Arc::new(StoredEvent {
             rv,
@@ -173,8 +166,10 @@ impl Store {
         obj: Value,
         dry_run: bool,
     ) -> Result<Value, StoreError> {
+        let stated_rv = stated_resource_version(&obj);
         let mut obj = prepare_create(kind, namespace, obj, Utc::now())?;
         let mut st = self.lock();
+        require_namespace(&st, namespace)?;
         let given = meta_str(&obj, "name").unwrap_or("").to_string();
         let name = if given.is_empty() {
             match meta_str(&obj, "generateName") {
@@ -206,6 +201,11 @@ impl Store {
         metadata_mut(&mut obj).insert("name".into(), json!(name));
         validate(kind, &obj, None)?;
         let key = (namespace.to_string(), name.clone());
+        // The storage refuses a stated resourceVersion before it looks for the name; a dry run
+        // only looks for the name.
+        if stated_rv && !dry_run {
+            return Err(StoreError::ResourceVersionOnCreate);
+        }
         if st.objects[kind.index()].contains_key(&key) {
             return Err(StoreError::AlreadyExists { kind, name });
         }
@@ -216,7 +216,8 @@ impl Store {
     }
 
     /// Replaces an object (PUT). Without `metadata.resourceVersion` in `obj` the update is unconditional; a different
-    /// one is a Conflict. A missing EndpointSlice is NotFound; a missing Endpoints is created.
+    /// one is a Conflict, and so is a `metadata.uid` other than the stored object's. A missing EndpointSlice is
+    /// NotFound; a missing Endpoints is created.
     pub fn replace(
         &self,
         kind: ResourceKind,
@@ -224,7 +225,23 @@ impl Store {
         name: &str,
         obj: Value,
     ) -> Result<Value, StoreError> {
-        self.update_with(kind, namespace, name, false, |_| Ok(obj))
+        self.replace_with(kind, namespace, name, obj, false)
+            .map(|(v, _)| v)
+    }
+
+    /// [`Store::replace`], optionally as a dry run, also telling whether the object was created.
+    pub fn replace_with(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+        obj: Value,
+        dry_run: bool,
+    ) -> Result<(Value, bool), StoreError> {
+        self.upsert_with(kind, namespace, name, dry_run, |current| {
+            check_uid_precondition(kind, name, current, &obj)?;
+            Ok(obj)
+        })
     }
 
     /// Applies an RFC 7386 merge patch to an object.
@@ -307,6 +324,7 @@ impl Store {
         let Some(old) = cur else {
             if kind == ResourceKind::Endpoints {
                 let mut obj = prepare_create(kind, namespace, new, now)?;
+                require_namespace(&st, namespace)?;
                 match meta_str(&obj, "name") {
                     Some(n) if !n.is_empty() && n != name => {
                         return Err(StoreError::BadRequest(format!(
@@ -328,7 +346,7 @@ impl Store {
                 name: name.to_string(),
             });
         };
-        let mut next = prepare_update(kind, namespace, name, &old, new, now)?;
+        let mut next = prepare_update(kind, namespace, name, &old, new)?;
         validate(kind, &next, Some(&old))?;
         if dry_run {
             if let Some(rv) = meta_str(&old, "resourceVersion").map(str::to_string) {
@@ -473,36 +491,6 @@ impl Store {
         st.history.clear();
         st.floor = st.rv;
         st.epoch += 1;
-    }
-
-    /// Registers a namespace so that it is listed (every namespace can be read, listed or not).
-    pub fn ensure_namespace(&self, name: &str) {
-        let mut st = self.lock();
-        let rv = st.rv;
-        if !st.namespaces.contains_key(name) {
-            let created = clock::rfc3339_seconds(Utc::now());
-            st.namespaces
-                .insert(name.to_string(), namespace_object(name, rv, &created));
-        }
-    }
-
-    /// The Namespace object for `name`: every valid namespace name exists in the simulation.
-    pub fn namespace(&self, name: &str) -> Option<Value> {
-        if !is_dns_subdomain(name) || name.len() > 63 || name.contains('.') {
-            return None;
-        }
-        let st = self.lock();
-        Some(
-            st.namespaces.get(name).cloned().unwrap_or_else(|| {
-                namespace_object(name, st.rv, &clock::rfc3339_seconds(Utc::now()))
-            }),
-        )
-    }
-
-    /// The namespaces seen so far (the default ones and every namespace an object was written to), with the RV.
-    pub fn namespaces(&self) -> (Vec<Value>, u64) {
-        let st = self.lock();
-        (st.namespaces.values().cloned().collect(), st.rv)
     }
 
     fn check_readable(st: &State, rv: u64) -> Result<u64, StoreError> {

@@ -1,5 +1,6 @@
-//! What a write does to an object before it is stored: validation, names, uids, type meta,
-//! resourceVersions and the trigger-time annotation.
+//! What a write does to an object before it is stored: validation, names, uids, type meta and
+//! resourceVersions. Annotations are the writer's: the trigger-time annotation is written by
+//! the controllers (the scenario), never stamped by the server.
 
 use super::error::*;
 use super::events::*;
@@ -10,7 +11,8 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-/// The annotation the EndpointSlice and Endpoints controllers stamp with the time of the change that caused a write.
+/// The annotation the EndpointSlice and Endpoints controllers set to the time of the Pod or Service change that caused
+/// a write (only they write it; the server never does).
 pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
 /// Most endpoints one EndpointSlice may hold (apiserver validation).
@@ -154,8 +156,8 @@ pub(crate) fn invalid_value(field: &str, value: &Value, detail: &str) -> Cause {
 
 pub(crate) const NAME_RULE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
-/// The small validation a real server does and clients rely on: name, addressType (required, immutable), at most
-/// 1000 endpoints per slice. Everything else is accepted as it is.
+/// The validation a real server does and clients rely on: the name, `addressType` (required, immutable), and the
+/// content rules of [`super::schema::content_causes`].
 pub(crate) fn validate(
     kind: ResourceKind,
     obj: &Value,
@@ -182,19 +184,8 @@ pub(crate) fn validate(
             }
             _ => causes.push(required("addressType", "")),
         }
-        if let Some(eps) = obj.get("endpoints").and_then(Value::as_array) {
-            if eps.len() > MAX_ENDPOINTS_PER_SLICE {
-                causes.push(Cause {
-                    reason: "FieldValueTooMany".into(),
-                    message: format!(
-                        "Too many: {}: must have at most {MAX_ENDPOINTS_PER_SLICE} items",
-                        eps.len()
-                    ),
-                    field: "endpoints".into(),
-                });
-            }
-        }
     }
+    causes.extend(super::schema::content_causes(kind, obj, old.is_none()));
     if causes.is_empty() {
         Ok(())
     } else {
@@ -202,34 +193,37 @@ pub(crate) fn validate(
     }
 }
 
-/// Stamps the trigger-time annotation with `now`, unless the write sets it to a value different from the stored one.
-/// Leaves malformed (non-object) annotations alone.
-pub fn stamp_trigger_time(obj: &mut Value, old: Option<&Value>, now: &str) {
-    if !obj.is_object() {
-        return;
-    }
-    let ptr = |v: &Value| {
-        v.get("metadata")
-            .and_then(|m| m.get("annotations"))
-            .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION))
-            .and_then(Value::as_str)
-            .map(str::to_string)
+/// Whether a create states a resourceVersion the API server's storage refuses: a non-zero number (`"0"` and
+/// non-numbers are ignored, as by the etcd3 storage's versioner).
+pub(crate) fn stated_resource_version(obj: &Value) -> bool {
+    meta_str(obj, "resourceVersion")
+        .and_then(|rv| rv.parse::<u64>().ok())
+        .is_some_and(|rv| rv != 0)
+}
+
+/// A replace whose body carries `metadata.uid` is conditional on it (the API server makes the uid a precondition of
+/// the update): another object's uid is a Conflict. Missing objects are not checked.
+pub(crate) fn check_uid_precondition(
+    kind: ResourceKind,
+    name: &str,
+    current: Option<&Value>,
+    body: &Value,
+) -> Result<(), StoreError> {
+    let (Some(current), Some(uid)) = (current, meta_str(body, "uid").filter(|u| !u.is_empty()))
+    else {
+        return Ok(());
     };
-    let new_val = ptr(obj);
-    let old_val = old.and_then(ptr);
-    if new_val.is_some() && new_val != old_val {
-        return;
+    let stored = meta_str(current, "uid").unwrap_or("");
+    if uid == stored {
+        return Ok(());
     }
-    let meta = metadata_mut(obj);
-    let ann = meta
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if ann.is_null() {
-        *ann = Value::Object(Map::new());
-    }
-    if let Some(a) = ann.as_object_mut() {
-        a.insert(TRIGGER_TIME_ANNOTATION.into(), json!(now));
-    }
+    Err(StoreError::Conflict {
+        kind,
+        name: name.to_string(),
+        detail: format!(
+            "Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}"
+        ),
+    })
 }
 
 /// Whether an EndpointSlice update changes its generation: anything outside metadata, or the labels.
@@ -290,7 +284,6 @@ pub(crate) fn prepare_create(
     } else {
         meta.remove("generation");
     }
-    stamp_trigger_time(&mut obj, None, &clock::rfc3339_nano(now));
     Ok(obj)
 }
 
@@ -301,7 +294,6 @@ pub(crate) fn prepare_update(
     name: &str,
     old: &Value,
     mut new: Value,
-    now: DateTime<Utc>,
 ) -> Result<Value, StoreError> {
     check_body(kind, &new)?;
     check_namespace(&mut new, namespace)?;
@@ -316,6 +308,12 @@ pub(crate) fn prepare_update(
     if let Some(rv) = meta_str(&new, "resourceVersion") {
         if !rv.is_empty() && Some(rv) != meta_str(old, "resourceVersion") {
             return Err(StoreError::conflict(kind, name));
+        }
+    }
+    if let Some(uid) = meta_str(&new, "uid").filter(|u| !u.is_empty()) {
+        if Some(uid) != meta_str(old, "uid") {
+            let cause = invalid_value("metadata.uid", &json!(uid), "field is immutable");
+            return Err(StoreError::invalid(kind, name, vec![cause]));
         }
     }
     set_type_meta(kind, &mut new);
@@ -348,7 +346,6 @@ pub(crate) fn prepare_update(
         Some(g) => meta.insert("generation".into(), json!(g)),
         None => meta.remove("generation"),
     };
-    stamp_trigger_time(&mut new, Some(old), &clock::rfc3339_nano(now));
     Ok(new)
 }
 

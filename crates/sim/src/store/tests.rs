@@ -183,31 +183,33 @@ fn namespace_mismatch_is_bad_request() {
 }
 
 #[test]
-fn trigger_time_is_stamped_unless_the_writer_states_a_new_one() {
+fn writes_never_stamp_the_trigger_time() {
     let s = Store::new(100);
     let a = s
         .create(ResourceKind::EndpointSlice, NS, slice("a"))
         .unwrap();
-    let t1 = a["metadata"]["annotations"][TRIGGER_TIME_ANNOTATION]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(clock::parse_rfc3339(&t1).is_some());
+    assert!(a["metadata"].get("annotations").is_none());
     let mut own = slice("a");
     own["metadata"]["annotations"] = json!({TRIGGER_TIME_ANNOTATION: "2020-01-01T00:00:00.5Z"});
-    let b = s
-        .replace(ResourceKind::EndpointSlice, NS, "a", own.clone())
+    s.replace(ResourceKind::EndpointSlice, NS, "a", own.clone())
+        .unwrap();
+    let labelled = s
+        .merge_patch(
+            ResourceKind::EndpointSlice,
+            NS,
+            "a",
+            &json!({"metadata": {"labels": {"team": "x"}}}),
+        )
         .unwrap();
     assert_eq!(
-        b["metadata"]["annotations"][TRIGGER_TIME_ANNOTATION],
-        "2020-01-01T00:00:00.5Z"
+        labelled["metadata"]["annotations"][TRIGGER_TIME_ANNOTATION], "2020-01-01T00:00:00.5Z",
+        "a label change keeps the controller's trigger time"
     );
-    // The same value again is not a new statement: the write time is stamped.
-    let c = s
+    let again = s
         .replace(ResourceKind::EndpointSlice, NS, "a", own)
         .unwrap();
-    assert_ne!(
-        c["metadata"]["annotations"][TRIGGER_TIME_ANNOTATION],
+    assert_eq!(
+        again["metadata"]["annotations"][TRIGGER_TIME_ANNOTATION],
         "2020-01-01T00:00:00.5Z"
     );
 }
@@ -418,4 +420,134 @@ fn dry_run_does_not_persist() {
     assert_eq!(o["metadata"]["name"], "a");
     assert!(s.get(ResourceKind::EndpointSlice, NS, "a").is_none());
     assert_eq!(s.current_resource_version(), 1);
+}
+
+#[test]
+fn writes_into_a_namespace_that_does_not_exist_are_refused() {
+    let s = Store::new(100);
+    let rv = s.current_resource_version();
+    let err = s
+        .create(ResourceKind::EndpointSlice, "nowhere", slice("a"))
+        .unwrap_err();
+    assert_eq!(
+        err.status(),
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "namespaces \"nowhere\" not found", "reason": "NotFound",
+               "details": {"name": "nowhere", "kind": "namespaces"}, "code": 404})
+    );
+    let err = s
+        .replace(
+            ResourceKind::Endpoints,
+            "nowhere",
+            "web",
+            json!({"metadata": {"name": "web"}}),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), 404, "an Endpoints PUT that would create");
+    assert_eq!(s.current_resource_version(), rv);
+    assert!(s.namespace("nowhere").is_none());
+    for ns in INITIAL_NAMESPACES {
+        s.create(ResourceKind::EndpointSlice, ns, slice("a"))
+            .unwrap();
+    }
+}
+
+#[test]
+fn namespaces_are_created_and_deleted_with_what_they_hold() {
+    let s = Store::new(100);
+    let created = s.create_namespace("net-test", false).unwrap();
+    assert_eq!(created["metadata"]["name"], "net-test");
+    assert_eq!(created["status"]["phase"], "Active");
+    assert_eq!(
+        s.create_namespace("net-test", false).unwrap_err().status()["message"],
+        "namespaces \"net-test\" already exists"
+    );
+    assert_eq!(s.create_namespace("Bad", false).unwrap_err().code(), 422);
+    assert!(s.create_namespace("dry", true).is_ok());
+    assert!(s.namespace("dry").is_none());
+    s.create(ResourceKind::EndpointSlice, "net-test", slice("a"))
+        .unwrap();
+    s.create(ResourceKind::EndpointSlice, NS, slice("a"))
+        .unwrap();
+    let mut rx = s.subscribe();
+    let deleted = s.delete_namespace("net-test", false).unwrap();
+    assert_eq!(deleted["status"]["phase"], "Terminating");
+    let event = rx.try_recv().unwrap();
+    assert_eq!(
+        (event.ty, key_of(&event.object)),
+        (EventType::Deleted, ("net-test".into(), "a".into()))
+    );
+    assert!(s.namespace("net-test").is_none());
+    assert!(s.get(ResourceKind::EndpointSlice, NS, "a").is_some());
+    assert_eq!(
+        s.delete_namespace("net-test", false).unwrap_err().code(),
+        404
+    );
+    let kept = s.delete_namespace("default", false).unwrap_err();
+    assert_eq!(
+        (kept.code(), kept.reason(), kept.to_string()),
+        (
+            403,
+            "Forbidden",
+            "namespaces \"default\" is forbidden: this namespace may not be deleted".into()
+        )
+    );
+}
+
+#[test]
+fn a_create_stating_a_resource_version_is_refused_as_the_storage_refuses_it() {
+    let s = Store::new(100);
+    let mut dumped = slice("a");
+    dumped["metadata"]["resourceVersion"] = json!("1234");
+    let err = s
+        .create(ResourceKind::EndpointSlice, NS, dumped.clone())
+        .unwrap_err();
+    assert_eq!(
+        err.status(),
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "resourceVersion should not be set on objects to be created", "code": 500})
+    );
+    assert!(s
+        .create_with(ResourceKind::EndpointSlice, NS, dumped, true)
+        .is_ok());
+    let mut zero = slice("a");
+    zero["metadata"]["resourceVersion"] = json!("0");
+    let stored = s.create(ResourceKind::EndpointSlice, NS, zero).unwrap();
+    assert_ne!(stored["metadata"]["resourceVersion"], "0");
+}
+
+#[test]
+fn a_replace_naming_another_uid_is_a_conflict_and_a_patch_changing_it_invalid() {
+    let s = Store::new(100);
+    let stored = s
+        .create(ResourceKind::EndpointSlice, NS, slice("a"))
+        .unwrap();
+    let uid = stored["metadata"]["uid"].as_str().unwrap().to_owned();
+    let mut other = slice("a");
+    other["metadata"]["uid"] = json!("0b7c5a52-0000-4000-8000-000000000000");
+    let err = s
+        .replace(ResourceKind::EndpointSlice, NS, "a", other)
+        .unwrap_err();
+    assert_eq!(err.code(), 409);
+    assert_eq!(
+        err.to_string(),
+        format!("Operation cannot be fulfilled on endpointslices.discovery.k8s.io \"a\": Precondition failed: UID in precondition: 0b7c5a52-0000-4000-8000-000000000000, UID in object meta: {uid}")
+    );
+    let mut same = slice("a");
+    same["metadata"]["uid"] = json!(uid);
+    s.replace(ResourceKind::EndpointSlice, NS, "a", same)
+        .unwrap();
+    let err = s
+        .merge_patch(
+            ResourceKind::EndpointSlice,
+            NS,
+            "a",
+            &json!({"metadata": {"uid": "x"}}),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), 422);
+    assert_eq!(
+        err.to_string(),
+        "EndpointSlice.discovery.k8s.io \"a\" is invalid: metadata.uid: Invalid value: \"x\": field is immutable"
+    );
 }
