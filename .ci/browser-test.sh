@@ -91,6 +91,7 @@ run "unit tests of discovery-client.js" 60 unit/discovery-client.test.mjs
 run "unit tests of liveInstances.js" 60 unit/liveInstances.test.mjs
 run "browser tests (headless Chromium)" 200 browser/dashboard.test.mjs
 run "lego-loco integration in headless Chromium" 160 browser/lego-loco.test.mjs
+run "access control in headless Chromium" 160 browser/access.test.mjs
 
 section "summary"
 [ -f "$CI_OUTPUT_DIR/dashboard.png" ] && echo "screenshot: $CI_OUTPUT_DIR/dashboard.png"

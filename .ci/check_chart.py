@@ -8,7 +8,8 @@
 - liveness probes /healthz and readiness /readyz, on ports the container declares;
 - every environment variable is one the gateway reads, set once; the files that
   INSTANCE_METADATA_FILE / STATIC_INSTANCES_FILE name are on mounted ConfigMaps that
-  the chart renders (or that it is told exist);
+  the chart renders (or that it is told exist); AUTH_TOKENS_FILE / JWT_KEY_FILE are on
+  read-only Secret volumes mounted whole (a subPath mount would never see an update);
 - terminationGracePeriodSeconds exceeds SHUTDOWN_GRACE plus the preStop sleep, and the
   heartbeat is below the ingress' read timeout, so no proxy cuts an idle stream;
 - the Service, PodDisruptionBudget, HPA and ServiceMonitor select or target the
@@ -31,6 +32,7 @@ GATEWAY_ENV = {
     "DISCOVERY_MODE", "CLUSTER_DOMAIN", "DNS_POD_NAMES", "KUBE_CONNECT_TIMEOUT", "HEARTBEAT_INTERVAL",
     "MAX_SUBSCRIBERS", "HISTORY_SIZE", "SHUTDOWN_GRACE", "LOG_FORMAT", "RUST_LOG",
     "INSTANCE_METADATA_FILE", "HEALTH_CHECK_INTERVAL", "STATIC_INSTANCES_FILE",
+    "AUTH_TOKENS_FILE", "JWT_KEY_FILE", "JWT_ALGORITHM", "JWT_AUDIENCE", "CORS_ALLOW_ORIGINS",
 }
 MODES = {"kubernetes-endpointslices", "kubernetes-endpoints", "static"}
 
@@ -124,6 +126,15 @@ def check(docs, mode=None):
     # Files named in the environment live on mounted ConfigMaps.
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     rendered_cms = {d["metadata"]["name"]: d for d in kinds.get("ConfigMap", [])}
+    # Secrets named in the environment live on read-only Secret volumes, mounted whole.
+    for var in ("AUTH_TOKENS_FILE", "JWT_KEY_FILE"):
+        path = env.get(var)
+        if not path:
+            continue
+        mount = next((m for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        secret = (volumes.get(mount["name"]) or {}).get("secret") if mount else None
+        if not mount or not mount.get("readOnly") or mount.get("subPath") or not secret:
+            problems.append(f"{var}={path} is not on a read-only Secret volume mounted whole")
     for var in ("INSTANCE_METADATA_FILE", "STATIC_INSTANCES_FILE"):
         path = env.get(var)
         if not path:

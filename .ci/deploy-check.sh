@@ -152,6 +152,9 @@ refuse "the static mode has no instances" "staticInstances" --set discoveryMode=
 refuse "the ingress would cut idle streams" "proxyTimeoutSeconds" --set ingress.enabled=true --set ingress.proxyTimeoutSeconds=10
 refuse "the PodDisruptionBudget would block every drain" "minAvailable" --set replicaCount=1 --set podDisruptionBudget.minAvailable=1
 refuse "the admin port is the API port" "admin.port" --set admin.port=8080
+refuse "CORS * with authentication on" "allowOrigins" --set 'cors.allowOrigins={*}' --set auth.tokens.existingSecret=tokens
+refuse "a CORS origin with a path" "allowOrigins" --set 'cors.allowOrigins={https://a.example/app}'
+refuse "an unknown JWT algorithm" "algorithm" --set auth.jwt.algorithm=none
 refuse "no Service is named" "serviceName" --set serviceDiscovery.serviceName=
 refuse "an alert's window is not a Prometheus duration" "window" --set prometheusRule.alerts.watchErrors.window=10
 refuse "an alert setting is misspelt" "treshold" --set prometheusRule.alerts.relists.treshold=5

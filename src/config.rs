@@ -4,6 +4,7 @@
 //! deployment already uses (`KUBERNETES_NAMESPACE`, `EMULATOR_SERVICE_NAME`,
 //! `DISCOVERY_MODE`) plus `LISTEN_ADDR`.
 
+use crate::auth_tokens::{AccessArgs, AccessConfig};
 use crate::consistency::ConsistencyCheck;
 use crate::http::stream::StreamConfig;
 use crate::probe::ProbeConfig;
@@ -189,6 +190,8 @@ pub struct ServeArgs {
     pub discovery: DiscoveryArgs,
     #[command(flatten)]
     pub stream: StreamArgs,
+    #[command(flatten)]
+    pub access: AccessArgs,
     /// How long to wait for the Kubernetes API at start before giving up.
     #[arg(long, env = "KUBE_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
@@ -247,6 +250,8 @@ pub struct DemoArgs {
     pub scenario_args: ScenarioArgs,
     #[command(flatten)]
     pub stream: StreamArgs,
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 /// Accepts a Kubernetes object name that must be an RFC 1123 DNS label.
@@ -303,6 +308,8 @@ pub struct GatewayConfig {
     pub watch_backoff: WatchBackoff,
     /// How often the watched view is compared with a fresh list of the API.
     pub consistency: ConsistencyCheck,
+    /// Bearer tokens, JWTs and CORS origins; all off by default.
+    pub access: AccessConfig,
 }
 
 impl GatewayConfig {
@@ -323,6 +330,7 @@ impl GatewayConfig {
             file_poll: Duration::from_secs(1),
             watch_backoff: WatchBackoff::default(),
             consistency: ConsistencyCheck::default(),
+            access: AccessConfig::default(),
         }
     }
 }

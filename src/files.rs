@@ -6,7 +6,6 @@
 //! state and is logged and counted once per distinct error.
 
 use crate::metrics as m;
-use crate::watch::Input;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -14,15 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Parses the file's text with `parse` at start and whenever it changes, and sends the
-/// result to the discovery loop, until `shutdown`. `parse` returns an error message when
+/// result to `inputs` (the discovery loop, or the access check), until `shutdown`. `parse` returns an error message when
 /// the text is refused.
-pub async fn follow_file(
+pub async fn follow_file<T: Send>(
     path: PathBuf,
     what: &'static str,
     every: Duration,
     shutdown: CancellationToken,
-    inputs: mpsc::Sender<Input>,
-    mut parse: impl FnMut(&str) -> Result<Input, String>,
+    inputs: mpsc::Sender<T>,
+    mut parse: impl FnMut(&str) -> Result<T, String>,
 ) {
     let mut last_text: Option<String> = None;
     let mut last_error: Option<String> = None;

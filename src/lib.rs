@@ -4,6 +4,7 @@
 //! ([`loco_discovery_core`], pure) → [`http`]. [`run`] wires them. The simulated
 //! Kubernetes API server for tests and the demo is its own crate, `loco-discovery-sim`.
 
+pub mod auth_tokens;
 pub mod client;
 pub mod config;
 pub mod consistency;
@@ -118,7 +119,12 @@ pub async fn run_gateway(
         shutdown: shutdown.clone(),
         ..config.stream.clone()
     };
-    let state = HttpState::new(hub, stream, metrics_handle);
+    let auth = auth_tokens::Authenticator::new(&config.access);
+    if let Some(path) = config.access.tokens_file.clone() {
+        auth_tokens::follow_tokens(path, config.file_poll, auth.clone(), shutdown.clone());
+    }
+    let state = HttpState::new(hub, stream, metrics_handle)
+        .with_access(auth, config.access.cors_allow_origins.clone());
     let with_metrics = admin.is_none();
     if let Some(admin) = admin {
         let server = warp::serve(http::admin_routes(state.clone()))

@@ -151,6 +151,7 @@ async fn check_cluster(
 async fn serve(args: ServeArgs) -> Result<()> {
     let mut config = args.discovery.checked_config().map_err(|e| anyhow!(e))?;
     args.stream.apply(&mut config);
+    config.access = args.access.checked().map_err(|e| anyhow!(e))?;
     if config.mode == DiscoveryMode::Static {
         return serve_static(args, config).await;
     }
@@ -241,6 +242,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     };
     let mut config = GatewayConfig::new("loco", vec!["loco-loco-emulator".into()]);
     args.stream.apply(&mut config);
+    config.access = args.access.checked().map_err(|e| anyhow!(e))?;
     tokio::spawn(run_scenario_already_up(
         sim.store.clone(),
         scenario_config(&config.namespace, &config.services[0], &args.scenario_args),

@@ -1,5 +1,5 @@
 // The dashboard: the lego-loco instance grid, live from the gateway's event stream.
-import { subscribe, sortInstances } from './discovery-client.js';
+import { subscribe, sortInstances, tokenFromFragment } from './discovery-client.js';
 
 const SLOTS = 9; // the lego-loco grid's default size
 const LOG_SIZE = 12;
@@ -355,6 +355,9 @@ function start() {
     $('filters').textContent = `Filtered: ${described}`;
   }
   const baseUrl = new URL('.', location.href).href;
+  // A gateway with authentication on: the token comes in the fragment (#access_token=...),
+  // which the browser never sends to a server, in a Referer or in an access log.
+  const token = tokenFromFragment(location.hash);
   let scheduled = false;
   let latest = { instances: new Map(), state: 'connecting', meta: null };
   const paint = () => {
@@ -362,7 +365,7 @@ function start() {
     renderGrid(latest.instances, filtered, latest.meta?.services);
     renderHeader(latest.instances, latest.state, latest.meta);
   };
-  const subscription = subscribe({ ...filters, baseUrl }, (instances, change) => {
+  const subscription = subscribe({ ...filters, baseUrl, token }, (instances, change) => {
     latest = { instances, state: change.state, meta: change.meta };
     if (change.latencyMs !== null && change.latencyMs !== undefined) {
       $('latency').textContent = formatLatency(change.latencyMs);

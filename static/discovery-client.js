@@ -144,6 +144,26 @@ function parseDuration(value) {
 
 const CLOSED = 2;
 
+/** `url` with the `access_token` query parameter when `token` is given. */
+export function withToken(url, token) {
+  if (!token) return url;
+  const sep = url.includes('?') ? '&' : '?';
+  return `${url}${sep}access_token=${encodeURIComponent(token)}`;
+}
+
+/** The fetch headers of a request to the gateway: JSON, and the bearer token if any. */
+export function authHeaders(token) {
+  const headers = { accept: 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  return headers;
+}
+
+/** The `access_token` of a URL fragment such as `#access_token=...` (null when absent). */
+export function tokenFromFragment(hash) {
+  const params = new URLSearchParams(String(hash ?? '').replace(/^#/, ''));
+  return params.get('access_token') || null;
+}
+
 /**
  * Subscribes to the gateway's instance stream.
  *
@@ -152,7 +172,10 @@ const CLOSED = 2;
  * `fallbackIntervalMs` (snapshot polling while the stream is down, default 5000);
  * `initialFetch` (fetch the snapshot once at start for a fast first paint, default true);
  * `reopenDelayMs` (`[first, max]` backoff when the client must reopen the EventSource
- * itself, default `[1000, 30000]`); `EventSource` and `fetch` (to substitute them).
+ * itself, default `[1000, 30000]`); `token` (a bearer token or JWT for a gateway with
+ * authentication on: sent as `Authorization: Bearer` on fetches and as the `access_token`
+ * query parameter on the stream, since EventSource cannot set headers); `EventSource` and
+ * `fetch` (to substitute them).
  *
  * `onChange(instances, change)` runs after every change: `instances` is a new Map by key;
  * `change` has `type` (an event type, `fallback` for a polled snapshot, `state` for a
@@ -170,12 +193,14 @@ export function subscribe(options = {}, onChange = () => {}) {
     reopenDelayMs = [1000, 30000],
     EventSource: EventSourceImpl = globalThis.EventSource,
     fetch: fetchImpl = globalThis.fetch?.bind(globalThis),
+    token = null,
   } = options;
   if (typeof EventSourceImpl !== 'function') throw new Error('subscribe: no EventSource here');
 
   const root = String(baseUrl).replace(/\/+$/, '');
-  const streamUrl = (resumeId) => `${root}/api/instances/stream${buildQuery(options, resumeId)}`;
+  const streamUrl = (resumeId) => withToken(`${root}/api/instances/stream${buildQuery(options, resumeId)}`, token);
   const liveUrl = () => `${root}/api/instances/live${buildQuery(options)}`;
+  const fetchHeaders = authHeaders(token);
 
   let instances = new Map();
   let state = 'connecting';
@@ -298,7 +323,7 @@ export function subscribe(options = {}, onChange = () => {}) {
     try {
       const response = await fetchImpl(liveUrl(), {
         cache: 'no-store',
-        headers: { accept: 'application/json' },
+        headers: fetchHeaders,
       });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const snapshot = await response.json();

@@ -61,7 +61,9 @@ export function toEnvelope(instances, meta = {}) {
  *
  * `options` are those of `discovery-client.js`: `baseUrl` (default: this origin, whose
  * `/api` reaches the gateway), the filters `service(s)`, `namespace`, `zone`, `status`,
- * `fallbackIntervalMs` (default 5000), `reopenDelayMs`, `EventSource`, `fetch`.
+ * `fallbackIntervalMs` (default 5000), `reopenDelayMs`, `token` (for a gateway with
+ * authentication on: a bearer token or JWT, sent as `Authorization: Bearer` on fetches and
+ * as `access_token` on the stream), `EventSource`, `fetch`.
  *
  * Returns `unsubscribe()`, which stops the stream and the polling.
  */

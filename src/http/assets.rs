@@ -43,6 +43,7 @@ pub fn serve(path: FullPath) -> Result<warp::reply::Response, warp::Rejection> {
         "x-content-type-options",
         "nosniff".parse().expect("static header"),
     );
+    super::security_headers::add(headers);
     *response.status_mut() = StatusCode::OK;
     Ok(response.into_response())
 }

@@ -5,9 +5,12 @@
 
 mod admin;
 mod assets;
+mod auth;
+mod cors;
 mod discovery;
 mod query;
 mod reply;
+mod security_headers;
 mod snapshot;
 mod sse;
 mod state;
@@ -82,31 +85,39 @@ pub fn routes(
     with_metrics: bool,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let probes = probe_routes(&state, with_metrics);
+    // Access hook: `auth` right after each protected route's path (a no-op when off).
+    let auth = auth::require(&state);
+    let cors_origins = state.cors_origins.clone();
     let with_state = warp::any().map(move || state.clone());
     let with_hub = with_state.clone().map(|s: HttpState| s.hub);
     let live = warp::get()
         .and(api_path(&["instances", "live"]))
+        .and(auth.clone())
         .and(with_hub.clone())
         .and(raw_query())
         .map(snapshot::live);
     // Path first: a POST-only route must not turn every unknown GET into a 405.
     let refresh = api_path(&["instances", "refresh"])
         .and(warp::post())
+        .and(auth.clone())
         .and(with_hub.clone())
         .and(raw_query())
         .map(discovery::refresh);
     let discovery_info = warp::get()
         .and(api_path(&["instances", "discovery-info"]))
+        .and(auth.clone())
         .and(with_hub.clone())
         .map(discovery::discovery_info);
     let sse = warp::get()
         .and(api_path(&["instances", "stream"]))
+        .and(auth.clone())
         .and(with_state.clone())
         .and(raw_query())
         .and(warp::header::optional::<String>("last-event-id"))
         .map(sse::stream);
     let ws = warp::get()
         .and(api_path(&["instances", "ws"]))
+        .and(auth)
         .and(with_state.clone())
         .and(warp::ws())
         .and(raw_query())
@@ -114,7 +125,8 @@ pub fn routes(
     let assets = warp::get()
         .and(warp::path::full())
         .and_then(|path| async move { assets::serve(path) });
-    live.or(refresh)
+    let routes = live
+        .or(refresh)
         .unify()
         .or(discovery_info)
         .unify()
@@ -127,10 +139,15 @@ pub fn routes(
         .or(assets)
         .unify()
         .recover(handle_rejection)
-        .unify()
+        .unify();
+    // CORS hook: preflights first, every reply decorated (nothing when off).
+    cors::wrap(cors_origins, routes)
 }
 
 async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    if let Some(reply) = auth::refusal_reply(&rejection) {
+        return Ok(reply);
+    }
     let reply = if rejection.is_not_found() {
         error_reply(StatusCode::NOT_FOUND, "no such route")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {

@@ -2,6 +2,7 @@
 //! and the metrics handle.
 
 use super::stream::{StreamConfig, SubscriberCount, SubscriberSlot};
+use crate::auth_tokens::Authenticator;
 use loco_discovery_core::hub::Hub;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -14,6 +15,10 @@ pub struct HttpState {
     pub subscribers: Arc<SubscriberCount>,
     /// The Prometheus recorder's handle, rendered at `/metrics`.
     pub metrics: Option<PrometheusHandle>,
+    /// The token check of the instance routes (off by default).
+    pub auth: Authenticator,
+    /// Origins allowed by CORS; empty: same-origin only.
+    pub cors_origins: Arc<Vec<String>>,
 }
 
 impl HttpState {
@@ -23,7 +28,16 @@ impl HttpState {
             stream,
             subscribers: Arc::new(SubscriberCount::default()),
             metrics,
+            auth: Authenticator::default(),
+            cors_origins: Arc::default(),
         }
+    }
+
+    /// This state with the access check and the CORS origins set.
+    pub fn with_access(mut self, auth: Authenticator, cors_origins: Vec<String>) -> Self {
+        self.auth = auth;
+        self.cors_origins = Arc::new(cors_origins);
+        self
     }
 
     /// A subscriber slot, or `None` past the configured cap.

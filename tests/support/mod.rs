@@ -283,6 +283,16 @@ where
     }
 }
 
+/// Waits until the gateway at `url` answers `/readyz` with 200.
+pub async fn ready_at(url: &str, limit: Duration) {
+    let probe = format!("{url}/readyz");
+    let ready = || async {
+        let answer = reqwest::get(probe.as_str()).await;
+        answer.is_ok_and(|r| r.status() == 200)
+    };
+    eventually(limit, ready).await.unwrap();
+}
+
 /// A spec-following SSE client (eventsource-stream) over reqwest.
 pub struct SseClient {
     events: Pin<Box<dyn Stream<Item = Event> + Send>>,

@@ -142,4 +142,7 @@ serviceDiscovery.useEndpointSlices: false selects kubernetes-endpoints.
 {{- if and .Values.admin.enabled (eq (int .Values.admin.port) (int .Values.port)) }}
 {{- fail "admin.port must differ from port" }}
 {{- end }}
+{{- if and (has "*" .Values.cors.allowOrigins) (or .Values.auth.tokens.existingSecret .Values.auth.jwt.existingSecret) }}
+{{- fail "cors.allowOrigins \"*\" is refused with authentication on: list the allowed origins" }}
+{{- end }}
 {{- end }}

@@ -11,6 +11,8 @@ import {
   mapFromSnapshot,
   sortInstances,
   subscribe,
+  tokenFromFragment,
+  withToken,
 } from '../../../static/discovery-client.js';
 
 function instance(ordinal, { service = 'loco-loco-emulator', namespace = 'loco', status = 'ready', ip } = {}) {
@@ -216,8 +218,9 @@ class FakeEventSource {
 
 function fakeFetch(responder) {
   const calls = [];
-  const fn = async (url) => {
+  const fn = async (url, init) => {
     calls.push(url);
+    (fn.inits ??= []).push(init);
     const body = responder(url);
     if (body instanceof Error) throw body;
     return { ok: true, status: 200, json: async () => body };
@@ -413,5 +416,34 @@ describe('subscribe', () => {
     assert.equal(sub.instances.size, 2);
     sub.close();
     assert.ok(reported.mock.callCount() > 0, 'the error is reported');
+  });
+});
+
+describe('token', () => {
+  test('the stream gets access_token, fetches get the Authorization header', async () => {
+    const fetch = fakeFetch(() => snapshot([instance(0)]));
+    const { sub, es } = start({ baseUrl: 'http://gw.example', token: 's3cr/t+', fetch, initialFetch: true });
+    assert.equal(new URL(es.url).searchParams.get('access_token'), 's3cr/t+');
+    await until(() => fetch.calls.length > 0);
+    assert.ok(!fetch.calls[0].includes('access_token'), 'no token in the fetched URL');
+    assert.equal(fetch.inits[0].headers.authorization, 'Bearer s3cr/t+');
+    sub.close();
+  });
+
+  test('without a token nothing is added', async () => {
+    const fetch = fakeFetch(() => snapshot([instance(0)]));
+    const { sub, es } = start({ fetch, initialFetch: true });
+    assert.equal(new URL(es.url, 'http://x').searchParams.get('access_token'), null);
+    await until(() => fetch.calls.length > 0);
+    assert.equal(fetch.inits[0].headers.authorization, undefined);
+    sub.close();
+  });
+
+  test('helpers: withToken and tokenFromFragment', () => {
+    assert.equal(withToken('/s', null), '/s');
+    assert.equal(withToken('/s?a=1', 'x y'), '/s?a=1&access_token=x%20y');
+    assert.equal(tokenFromFragment('#access_token=abc.def&x=1'), 'abc.def');
+    assert.equal(tokenFromFragment(''), null);
+    assert.equal(tokenFromFragment('#other=1'), null);
   });
 });

@@ -1,7 +1,7 @@
 // Unit tests of integrations/lego-loco/liveInstances.js: the envelope it builds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { toEnvelope } from '../../../integrations/lego-loco/liveInstances.js';
+import { toEnvelope, subscribe } from '../../../integrations/lego-loco/liveInstances.js';
 
 function instance(ordinal, state, status = state) {
   return { id: `instance-${ordinal}`, key: `loco/emu/emu-${ordinal}`, ordinal, namespace: 'loco', service: 'emu', podName: `emu-${ordinal}`, state, status };
@@ -30,4 +30,29 @@ test('instances of a gateway without `state` are counted by `status`', () => {
   const old = { ...instance(0, 'ready'), state: undefined };
   assert.deepEqual(toEnvelope([old], { ...meta, serviceName: undefined }).stats, { total: 1, ready: 1, degraded: 0, notReady: 0 });
   assert.equal(toEnvelope([], { ...meta, serviceName: undefined, services: ['a', 'b'] }).serviceName, 'a,b');
+});
+
+test('subscribe passes the token on: access_token on the stream, a bearer header on fetches', async () => {
+  const opened = [];
+  class FakeEventSource {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      opened.push(this);
+    }
+    addEventListener() {}
+    close() {
+      this.readyState = 2;
+    }
+  }
+  const inits = [];
+  const fetch = async (url, init) => {
+    inits.push(init);
+    throw new Error('down');
+  };
+  const unsubscribe = subscribe(() => {}, { baseUrl: 'http://gw.example', token: 'lego-token', EventSource: FakeEventSource, fetch });
+  assert.equal(new URL(opened[0].url).searchParams.get('access_token'), 'lego-token');
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(inits[0].headers.authorization, 'Bearer lego-token');
+  unsubscribe();
 });
