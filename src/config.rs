@@ -5,6 +5,7 @@
 //! `DISCOVERY_MODE`) plus `LISTEN_ADDR`.
 
 use crate::consistency::ConsistencyCheck;
+use crate::http::server::ServerLimits;
 use crate::http::stream::StreamConfig;
 use crate::probe::ProbeConfig;
 use crate::watch::WatchBackoff;
@@ -156,6 +157,14 @@ pub struct StreamArgs {
     /// How long open streams get to close at shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,
+    /// Time a client gets to send a complete request head; also the longest a keep-alive
+    /// connection may stay idle between requests. Such connections are then closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// The listen backlog (connections queued by the kernel before they are accepted;
+    /// also capped by net.core.somaxconn).
+    #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub listen_backlog: u32,
 }
 
 impl StreamArgs {
@@ -165,6 +174,10 @@ impl StreamArgs {
         config.stream.max_subscribers = self.max_subscribers;
         config.hub.history = self.history_size as usize;
         config.shutdown_grace = self.shutdown_grace;
+        config.server = ServerLimits {
+            header_read_timeout: self.header_read_timeout,
+            backlog: self.listen_backlog,
+        };
     }
 }
 
@@ -281,6 +294,8 @@ pub struct GatewayConfig {
     pub stream: StreamConfig,
     /// How long open streams get to close at shutdown before the server stops anyway.
     pub shutdown_grace: Duration,
+    /// Header timeout and listen backlog of the listeners.
+    pub server: ServerLimits,
     /// The instances file of the static mode.
     pub static_file: Option<PathBuf>,
     /// The display metadata file.
@@ -308,6 +323,7 @@ impl GatewayConfig {
             hub: HubLimits::default(),
             stream: StreamConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            server: ServerLimits::default(),
             static_file: None,
             metadata_file: None,
             health_check: None,

@@ -8,6 +8,7 @@ mod assets;
 mod discovery;
 mod query;
 mod reply;
+pub mod server;
 mod snapshot;
 mod sse;
 mod state;

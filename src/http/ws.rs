@@ -13,6 +13,10 @@ use warp::http::StatusCode;
 use warp::ws::{Message, WebSocket, Ws};
 use warp::Reply;
 
+/// The largest WebSocket message (and frame) a client may send: only small
+/// `{"type":"__ping"}` messages are expected. Past it the connection is closed with 1009.
+pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+
 /// The answer to an application-level ping, or `None` for any other message.
 pub fn pong_for(text: &str) -> Option<String> {
     let value: Value = serde_json::from_str(text).ok()?;
@@ -34,7 +38,9 @@ pub fn upgrade(state: HttpState, ws: Ws, query: String) -> warp::reply::Response
     let Some(slot) = state.admit("ws") else {
         return too_many_subscribers();
     };
-    ws.on_upgrade(move |socket| serve(socket, state, filter, last_event_id, slot))
+    ws.max_frame_size(MAX_CLIENT_MESSAGE)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, state, filter, last_event_id, slot))
         .into_response()
 }
 
@@ -66,7 +72,15 @@ async fn serve(
                 }
                 Some(Ok(message)) if message.is_close() => break,
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => return,
+                Some(Err(error)) => {
+                    if too_big(&error) {
+                        let _ = sink
+                            .send(Message::close_with(1009u16, "message too big"))
+                            .await;
+                    }
+                    return;
+                }
+                None => return,
             },
             out = events.next() => {
                 let sent = match out {
@@ -90,6 +104,17 @@ async fn serve(
         }
     }
     let _ = sink.send(Message::close()).await;
+}
+
+/// Whether a read failed because the client's frame or message passed the cap.
+fn too_big(error: &warp::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        error
+            .source()
+            .and_then(|e| e.downcast_ref::<tokio_tungstenite::tungstenite::Error>()),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,162 @@
+//! Hostile clients: what any client can make the gateway hold must be bounded, and
+//! given back.
+
+mod support;
+
+use futures::{SinkExt, StreamExt};
+use std::time::Duration;
+use support::*;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Reads WebSocket messages until a close frame; its code, or `None` when the
+/// connection ends (or `LIMIT` passes) without one.
+async fn close_code<S>(ws: &mut S) -> Option<u16>
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+async fn connect_ws(
+    gateway: &Gateway,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("ws://{}/api/instances/ws", gateway.addr);
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_message_is_closed_with_1009() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    let mut ws = connect_ws(&gateway).await;
+    ws.send(Message::text("x".repeat(64 * 1024))).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+}
+
+#[tokio::test]
+async fn an_unfinished_fragmented_websocket_message_is_closed_with_1009() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    let mut ws = connect_ws(&gateway).await;
+    // 2 KiB frames of one text message that never ends: the gateway must give up
+    // long before the megabytes a default WebSocket would buffer.
+    let chunk = vec![b'x'; 2048];
+    let first = Frame::message(chunk.clone(), OpCode::Data(Data::Text), false);
+    ws.send(Message::Frame(first)).await.unwrap();
+    for _ in 0..64 {
+        let next = Frame::message(chunk.clone(), OpCode::Data(Data::Continue), false);
+        if ws.send(Message::Frame(next)).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+}
+
+/// A gateway whose clients get `header_read_timeout` to send a request head.
+async fn gateway_with_header_timeout(cluster: &SimCluster, timeout: Duration) -> Gateway {
+    let mut config = loco_discovery::GatewayConfig::new(NS, vec![SVC.into()]);
+    config.server.header_read_timeout = timeout;
+    Gateway::start_with(cluster, config).await
+}
+
+/// Whether the server closes `stream` within `limit` (reads up to EOF or an error).
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_partial_and_idle_keep_alive_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = SimCluster::start().await;
+    let gateway = gateway_with_header_timeout(&cluster, Duration::from_secs(1)).await;
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    partial
+        .write_all(b"GET /api/instances/live HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Closed after the timeout (1 s), not before: well-behaved clients keep their time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!closed_within(&mut silent, Duration::from_millis(100)).await);
+    assert!(closed_within(&mut silent, LIMIT).await, "silent connection");
+    assert!(closed_within(&mut partial, LIMIT).await, "partial header");
+    assert!(closed_within(&mut idle, LIMIT).await, "idle keep-alive");
+    // The server still serves.
+    assert!(gateway.live("").await["instances"].is_array());
+}
+
+#[tokio::test]
+async fn a_client_closing_mid_request_is_counted_not_an_error() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    for _ in 0..3 {
+        let mut gone = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        gone.write_all(b"GET /api/instances/live HTTP/1.1\r\nhost")
+            .await
+            .unwrap();
+        drop(gone);
+    }
+    let counted = eventually(LIMIT, || async {
+        let text = reqwest::get(gateway.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines().any(|l| {
+            l.starts_with("loco_discovery_connections_closed_total{reason=\"client_closed\"}")
+        })
+    })
+    .await;
+    assert!(counted.is_ok(), "no client_closed count in /metrics");
+}
+
+#[tokio::test]
+async fn the_listen_backlog_is_raised() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    // `ss -ltn`: for a listening socket, Send-Q is the backlog.
+    let Ok(out) = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", gateway.addr.port())])
+        .output()
+    else {
+        eprintln!("no ss; skipped");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlog: u32 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("ss output {text:?}"));
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(backlog, 4096.min(somaxconn));
+}
