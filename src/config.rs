@@ -165,6 +165,10 @@ pub struct StreamArgs {
     /// also capped by net.core.somaxconn).
     #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub listen_backlog: u32,
+    /// Close a connection (an SSE or WebSocket stream, a response) whose socket has
+    /// accepted no bytes for this long while the gateway has bytes for it.
+    #[arg(long, env = "STREAM_WRITE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub stream_write_timeout: Duration,
 }
 
 impl StreamArgs {
@@ -177,7 +181,9 @@ impl StreamArgs {
         config.server = ServerLimits {
             header_read_timeout: self.header_read_timeout,
             backlog: self.listen_backlog,
+            write_timeout: self.stream_write_timeout,
         };
+        config.stream.write_timeout = self.stream_write_timeout;
     }
 }
 

@@ -160,3 +160,30 @@ async fn the_listen_backlog_is_raised() {
         .unwrap_or(4096);
     assert_eq!(backlog, 4096.min(somaxconn));
 }
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_closed_and_its_slot_freed() {
+    let cluster = SimCluster::start().await;
+    let mut config = loco_discovery::GatewayConfig::new(NS, vec![SVC.into()]);
+    config.stream.max_subscribers = 1;
+    config.server.write_timeout = Duration::from_secs(1);
+    let gateway = Gateway::start_with(&cluster, config).await;
+    let _slow = slow_subscriber(gateway.addr).await;
+    // The slot is taken.
+    eventually(LIMIT, || async {
+        reqwest::get(gateway.url("/api/instances/stream"))
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await
+    .expect("the never-reading subscriber holds the only slot");
+    // Enough churn to fill every buffer between the gateway and the reader.
+    churn_100(&cluster, 150);
+    let freed = eventually(Duration::from_secs(30), || async {
+        reqwest::get(gateway.url("/api/instances/stream"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(freed.is_ok(), "the stalled subscriber still holds its slot");
+}

@@ -7,8 +7,12 @@ use crate::metrics as m;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
@@ -22,6 +26,10 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// The listen backlog: connections the kernel queues before the server accepts them.
     pub backlog: u32,
+    /// A connection whose socket has accepted no bytes for this long while the server
+    /// has bytes to write (a stream or a response to a client that never reads) is closed,
+    /// which frees its subscriber slot.
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -29,6 +37,7 @@ impl Default for ServerLimits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             backlog: 4096,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -74,18 +83,30 @@ pub async fn serve<F>(
             },
         };
         let _ = stream.set_nodelay(true);
+        let (stream, writes) = Watched::new(stream);
         let service = TowerToHyperService::new(warp::service(filter.clone()));
         let conn = http1
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let (open, shutdown) = (open.clone(), shutdown.clone());
+        let write_timeout = limits.write_timeout;
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let mut stalled = std::pin::pin!(writes.stalled(write_timeout));
+            let mut draining = false;
+            let result = loop {
+                tokio::select! {
+                    result = conn.as_mut() => break result,
+                    _ = shutdown.cancelled(), if !draining => {
+                        conn.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    _ = stalled.as_mut() => {
+                        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "write_stalled")
+                            .increment(1);
+                        tracing::debug!("closing a connection whose socket accepts nothing");
+                        break Ok(());
+                    }
                 }
             };
             if let Err(error) = result {
@@ -158,6 +179,121 @@ fn connection_failed(error: &hyper::Error) {
             tracing::warn!(reason, %error, "connection error (further ones within 10 s not logged)")
         }
         _ => tracing::debug!(reason, %error, "connection error"),
+    }
+}
+
+/// When writes to one socket started to block, shared by the socket and its watchdog.
+#[derive(Debug)]
+pub struct WriteProgress {
+    start: Instant,
+    /// Milliseconds since `start` + 1 when a write last returned `Pending` and none has
+    /// completed since; 0 while writes go through.
+    blocked_since: AtomicU64,
+}
+
+impl WriteProgress {
+    fn blocked(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) == 0 {
+            let ms = self.start.elapsed().as_millis() as u64 + 1;
+            self.blocked_since.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    fn progressed(&self) {
+        self.blocked_since.store(0, Ordering::Relaxed);
+    }
+
+    fn blocked_for(&self) -> Duration {
+        match self.blocked_since.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => self
+                .start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(since - 1)),
+        }
+    }
+
+    /// Resolves once writes have been blocked for `limit` without a byte accepted.
+    pub async fn stalled(self: Arc<Self>, limit: Duration) {
+        let mut tick = tokio::time::interval((limit / 4).max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.blocked_for() >= limit {
+                return;
+            }
+        }
+    }
+}
+
+/// A socket that records whether its writes are blocked (the peer's window is full).
+#[derive(Debug)]
+pub struct Watched<S> {
+    inner: S,
+    progress: Arc<WriteProgress>,
+}
+
+impl<S> Watched<S> {
+    pub fn new(inner: S) -> (Self, Arc<WriteProgress>) {
+        let progress = Arc::new(WriteProgress {
+            start: Instant::now(),
+            blocked_since: AtomicU64::new(0),
+        });
+        let watched = Self {
+            inner,
+            progress: progress.clone(),
+        };
+        (watched, progress)
+    }
+
+    fn track<T>(&self, poll: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match &poll {
+            Poll::Pending => self.progress.blocked(),
+            Poll::Ready(_) => self.progress.progressed(),
+        }
+        poll
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.track(poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.track(poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

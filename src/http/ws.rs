@@ -65,7 +65,7 @@ async fn serve(
             message = incoming.next() => match message {
                 Some(Ok(message)) if message.is_text() => {
                     if let Some(pong) = message.to_str().ok().and_then(pong_for) {
-                        if sink.send(Message::text(pong)).await.is_err() {
+                        if !matches!(timeout(&state, sink.send(Message::text(pong))).await, Some(Ok(()))) {
                             return;
                         }
                     }
@@ -74,36 +74,56 @@ async fn serve(
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
                     if too_big(&error) {
-                        let _ = sink
-                            .send(Message::close_with(1009u16, "message too big"))
-                            .await;
+                        let close = Message::close_with(1009u16, "message too big");
+                        let _ = timeout(&state, sink.send(close)).await;
                     }
                     return;
                 }
                 None => return,
             },
             out = events.next() => {
-                let sent = match out {
-                    Some(Outgoing::Event { data, frame, .. }) => {
-                        let sent = sink.send(Message::text(&*data)).await;
-                        record_delivery(&frame, "ws");
-                        sent
-                    }
-                    Some(Outgoing::Heartbeat) => sink.send(Message::ping("heartbeat")).await,
-                    Some(Outgoing::Reconnect { data, .. }) => {
-                        let _ = sink.send(Message::text(&*data)).await;
-                        let _ = sink.send(Message::close_with(1012u16, "service restart")).await;
-                        return;
-                    }
-                    None => break,
-                };
-                if sent.is_err() {
-                    return;
+                let Some(out) = out else { break };
+                let reconnect = matches!(out, Outgoing::Reconnect { .. });
+                match timeout(&state, deliver(&mut sink, out)).await {
+                    Some(Ok(())) if !reconnect => {}
+                    _ => return,
                 }
             }
         }
     }
-    let _ = sink.send(Message::close()).await;
+    let _ = timeout(&state, sink.send(Message::close())).await;
+}
+
+/// Sends one outgoing item; after a `Reconnect`, the close frame too.
+async fn deliver<S>(sink: &mut S, out: Outgoing) -> Result<(), warp::Error>
+where
+    S: futures::Sink<Message, Error = warp::Error> + Unpin,
+{
+    match out {
+        Outgoing::Event { data, frame, .. } => {
+            let sent = sink.send(Message::text(&*data)).await;
+            record_delivery(&frame, "ws");
+            sent
+        }
+        Outgoing::Heartbeat => sink.send(Message::ping("heartbeat")).await,
+        Outgoing::Reconnect { data, .. } => {
+            let _ = sink.send(Message::text(&*data)).await;
+            sink.send(Message::close_with(1012u16, "service restart"))
+                .await
+        }
+    }
+}
+
+/// `send`, or `None` (counted) when the socket accepted nothing for the write timeout.
+async fn timeout<T>(state: &HttpState, send: impl std::future::Future<Output = T>) -> Option<T> {
+    let sent = tokio::time::timeout(state.stream.write_timeout, send)
+        .await
+        .ok();
+    if sent.is_none() {
+        metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "reason" => "write_stalled")
+            .increment(1);
+    }
+    sent
 }
 
 /// Whether a read failed because the client's frame or message passed the cap.
