@@ -187,3 +187,56 @@ async fn a_subscriber_that_never_reads_is_closed_and_its_slot_freed() {
     .await;
     assert!(freed.is_ok(), "the stalled subscriber still holds its slot");
 }
+
+/// The status and JSON body of a GET with `headers`.
+async fn get_json(url: String, headers: &[(&str, &[u8])]) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().get(url);
+    for (name, value) in headers {
+        request = request.header(
+            *name,
+            reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+        );
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.expect("a JSON body");
+    (status, body)
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_json_sentence_not_debug_text() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    let cases = [
+        (gateway.url("/api/instances/ws"), vec![]),
+        (
+            gateway.url("/api/instances/stream"),
+            vec![("last-event-id", &b"\xff\xfe"[..])],
+        ),
+        (gateway.url("/api/instances/live?service=%FF"), vec![]),
+        (gateway.url("/api/instances/live?service=a%zz"), vec![]),
+        (gateway.url("/api/instances/stream?service=%C3%28"), vec![]),
+    ];
+    for (url, headers) in cases {
+        let (status, body) = get_json(url.clone(), &headers).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["code"], 400, "{url}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            !error.contains("Rejection") && !error.contains('(') && error.contains(' '),
+            "{url}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn head_works_on_get_routes() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    let client = reqwest::Client::new();
+    for path in ["/api/instances/live", "/healthz", "/readyz", "/"] {
+        let response = client.head(gateway.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.bytes().await.unwrap().is_empty(), "{path}");
+    }
+}

@@ -84,7 +84,14 @@ pub async fn serve<F>(
         };
         let _ = stream.set_nodelay(true);
         let (stream, writes) = Watched::new(stream);
-        let service = TowerToHyperService::new(warp::service(filter.clone()));
+        let inner = TowerToHyperService::new(warp::service(filter.clone()));
+        // HEAD is answered as GET without the body (hyper leaves the body out).
+        let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
+            if request.method() == http::Method::HEAD {
+                *request.method_mut() = http::Method::GET;
+            }
+            hyper::service::Service::call(&inner, request)
+        });
         let conn = http1
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
