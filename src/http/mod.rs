@@ -110,6 +110,8 @@ pub fn routes(
         .and(api_path(&["instances", "ws"]))
         .and(with_state.clone())
         .and(warp::ws())
+        .and(warp::header::<String>("sec-websocket-key"))
+        .and(warp::ext::optional::<server::PendingUpgrade>())
         .and(raw_query())
         .map(ws::upgrade);
     let assets = warp::get()

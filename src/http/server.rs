@@ -90,6 +90,9 @@ pub async fn serve<F>(
             if request.method() == http::Method::HEAD {
                 *request.method_mut() = http::Method::GET;
             }
+            if request.headers().contains_key(http::header::UPGRADE) {
+                PendingUpgrade::hand_over(&mut request);
+            }
             hyper::service::Service::call(&inner, request)
         });
         let conn = http1
@@ -186,6 +189,29 @@ fn connection_failed(error: &hyper::Error) {
             tracing::warn!(reason, %error, "connection error (further ones within 10 s not logged)")
         }
         _ => tracing::debug!(reason, %error, "connection error"),
+    }
+}
+
+/// hyper's upgrade handle of a request, where a warp filter can take it
+/// (`warp::ext::optional`: extensions taken by filters must be `Clone`); the WebSocket
+/// route takes it to size the WebSocket's buffers itself.
+#[derive(Clone, Debug)]
+pub struct PendingUpgrade(Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+
+impl PendingUpgrade {
+    fn hand_over<B>(request: &mut http::Request<B>) {
+        if let Some(upgrade) = request
+            .extensions_mut()
+            .remove::<hyper::upgrade::OnUpgrade>()
+        {
+            let pending = Self(Arc::new(std::sync::Mutex::new(Some(upgrade))));
+            request.extensions_mut().insert(pending);
+        }
+    }
+
+    /// The upgrade handle; `None` once taken.
+    pub fn take(&self) -> Option<hyper::upgrade::OnUpgrade> {
+        self.0.lock().ok()?.take()
     }
 }
 
