@@ -240,3 +240,65 @@ async fn head_works_on_get_routes() {
         assert!(response.bytes().await.unwrap().is_empty(), "{path}");
     }
 }
+
+/// At its open-file limit (here 128, set for the child only), a gateway held by clients
+/// that send nothing serves new clients again once the header timeout closes them,
+/// instead of being locked out until they leave.
+#[tokio::test]
+async fn a_gateway_at_its_file_limit_serves_again() {
+    use std::io::{BufRead, BufReader};
+    let bin = env!("CARGO_BIN_EXE_loco-discovery");
+    let child = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 128 && exec \"$0\" \"$@\"", bin])
+        .args(["demo", "--listen", "127.0.0.1:0", "--replicas", "1"])
+        .args(["--header-read-timeout", "1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the gateway");
+    let mut child = support::process::Running(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("the gateway's address").unwrap();
+        if let Some(at) = line.find("open http://") {
+            let rest = &line[at + "open http://".len()..];
+            let end = rest.find(['/', ' ']).unwrap_or(rest.len());
+            break rest[..end].to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let url = format!("http://{addr}/healthz");
+    eventually(LIMIT, || async { reqwest::get(&url).await.is_ok() })
+        .await
+        .expect("the gateway serves");
+    // Twice the file limit of connections that send nothing.
+    let mut hostile = Vec::new();
+    for _ in 0..256 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            hostile.push(s);
+        }
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let served = eventually(Duration::from_secs(20), || async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(
+        served.is_ok(),
+        "locked out while {} idle connections are held",
+        hostile.len()
+    );
+}
