@@ -6,6 +6,7 @@
 
 use crate::auth_tokens::{AccessArgs, AccessConfig};
 use crate::consistency::ConsistencyCheck;
+use crate::http::server::ServerLimits;
 use crate::http::stream::StreamConfig;
 use crate::probe::ProbeConfig;
 use crate::watch::WatchBackoff;
@@ -165,6 +166,18 @@ pub struct StreamArgs {
     /// How long open streams get to close at shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,
+    /// Time a client gets to send a complete request head; also the longest a keep-alive
+    /// connection may stay idle between requests. Such connections are then closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// The listen backlog (connections queued by the kernel before they are accepted;
+    /// also capped by net.core.somaxconn).
+    #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub listen_backlog: u32,
+    /// Close a connection (an SSE or WebSocket stream, a response) whose socket has
+    /// accepted no bytes for this long while the gateway has bytes for it.
+    #[arg(long, env = "STREAM_WRITE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub stream_write_timeout: Duration,
 }
 
 impl StreamArgs {
@@ -174,6 +187,12 @@ impl StreamArgs {
         config.stream.max_subscribers = self.max_subscribers;
         config.hub.history = self.history_size as usize;
         config.shutdown_grace = self.shutdown_grace;
+        config.server = ServerLimits {
+            header_read_timeout: self.header_read_timeout,
+            backlog: self.listen_backlog,
+            write_timeout: self.stream_write_timeout,
+        };
+        config.stream.write_timeout = self.stream_write_timeout;
     }
 }
 
@@ -294,6 +313,8 @@ pub struct GatewayConfig {
     pub stream: StreamConfig,
     /// How long open streams get to close at shutdown before the server stops anyway.
     pub shutdown_grace: Duration,
+    /// Header timeout and listen backlog of the listeners.
+    pub server: ServerLimits,
     /// The instances file of the static mode.
     pub static_file: Option<PathBuf>,
     /// The display metadata file.
@@ -323,6 +344,7 @@ impl GatewayConfig {
             hub: HubLimits::default(),
             stream: StreamConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            server: ServerLimits::default(),
             static_file: None,
             metadata_file: None,
             health_check: None,

@@ -127,16 +127,19 @@ pub async fn run_gateway(
         .with_access(auth, config.access.cors_allow_origins.clone());
     let with_metrics = admin.is_none();
     if let Some(admin) = admin {
-        let server = warp::serve(http::admin_routes(state.clone()))
-            .incoming(admin)
-            .graceful(shutdown.clone().cancelled_owned())
-            .run();
-        tokio::spawn(server);
+        tokio::spawn(http::server::serve(
+            admin,
+            http::admin_routes(state.clone()),
+            config.server.clone(),
+            shutdown.clone(),
+        ));
     }
-    let server = warp::serve(http::routes(state, with_metrics))
-        .incoming(listener)
-        .graceful(shutdown.clone().cancelled_owned())
-        .run();
+    let server = http::server::serve(
+        listener,
+        http::routes(state, with_metrics),
+        config.server.clone(),
+        shutdown.clone(),
+    );
     let mut server = std::pin::pin!(server);
     tokio::select! {
         _ = &mut server => {}

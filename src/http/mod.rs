@@ -11,6 +11,7 @@ mod discovery;
 mod query;
 mod reply;
 mod security_headers;
+pub mod server;
 mod snapshot;
 mod sse;
 mod state;
@@ -120,6 +121,8 @@ pub fn routes(
         .and(auth)
         .and(with_state.clone())
         .and(warp::ws())
+        .and(warp::header::<String>("sec-websocket-key"))
+        .and(warp::ext::optional::<server::PendingUpgrade>())
         .and(raw_query())
         .map(ws::upgrade);
     let assets = warp::get()
@@ -153,7 +156,29 @@ async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response,
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         error_reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
     } else {
-        error_reply(StatusCode::BAD_REQUEST, format!("{rejection:?}"))
+        error_reply(StatusCode::BAD_REQUEST, bad_request_sentence(&rejection))
     };
     Ok(reply)
+}
+
+/// A sentence for a client error that warp rejected before a handler ran (never Rust
+/// debug text).
+fn bad_request_sentence(rejection: &Rejection) -> String {
+    if rejection
+        .find::<warp::ws::MissingConnectionUpgrade>()
+        .is_some()
+    {
+        return "this is a WebSocket endpoint: send Connection: Upgrade and Upgrade: websocket"
+            .into();
+    }
+    if let Some(header) = rejection.find::<warp::reject::MissingHeader>() {
+        return format!("the request needs a {} header", header.name());
+    }
+    if let Some(header) = rejection.find::<warp::reject::InvalidHeader>() {
+        return format!("the {} header has an invalid value", header.name());
+    }
+    if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        return "malformed query string".into();
+    }
+    "bad request".into()
 }

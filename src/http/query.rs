@@ -7,6 +7,7 @@ use loco_discovery_core::model::Status;
 /// accepting a comma-separated list), and `preferZone` (ordering only). Unknown parameters are ignored, so clients can add
 /// cache-busting parameters; a bad value is an error message for a 400.
 pub fn parse_filter(query: &str) -> Result<Filter, String> {
+    check_percent_encoding(query)?;
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query).map_err(|e| format!("malformed query string: {e}"))?;
     let mut filter = Filter::default();
@@ -51,6 +52,38 @@ pub fn parse_stream_query(
         validate_event_id(id)?;
     }
     Ok((filter, id.filter(|id| !id.is_empty())))
+}
+
+/// Every `%` starts two hex digits, and what they encode is UTF-8: a query string that
+/// would otherwise decode to U+FFFD (or keep a stray `%`) is refused.
+fn check_percent_encoding(query: &str) -> Result<(), String> {
+    let bytes = query.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            decoded.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(byte) => decoded.push(byte),
+            None => {
+                return Err(format!(
+                    "malformed query string: '%' at byte {i} is not followed by two hex digits"
+                ))
+            }
+        }
+        i += 3;
+    }
+    String::from_utf8(decoded)
+        .map(|_| ())
+        .map_err(|_| "malformed query string: percent-encoded bytes are not UTF-8".into())
 }
 
 /// Event ids are short tokens of letters, digits and `.-_:`; anything else cannot have
@@ -99,6 +132,22 @@ mod tests {
         assert_eq!(f.statuses, vec![Status::Ready]);
         assert_eq!(f.zones, vec!["z1"]);
         assert_eq!(f.namespaces, vec!["loco"]);
+    }
+
+    #[test]
+    fn invalid_percent_encoding_is_an_error() {
+        for bad in [
+            "service=%FF",
+            "service=%zz",
+            "service=a%",
+            "service=%C3%28",
+            "status=%+1",
+        ] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
+        let f = parse_filter("service=caf%C3%A9&zone=a%2Cb").unwrap();
+        assert_eq!(f.services, vec!["café"]);
+        assert_eq!(f.zones, vec!["a", "b"]);
     }
 
     #[test]

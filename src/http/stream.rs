@@ -30,6 +30,9 @@ pub struct StreamConfig {
     pub retry: Duration,
     /// Cancelled when the gateway shuts down: every stream then says `reconnect` and ends.
     pub shutdown: CancellationToken,
+    /// A WebSocket whose socket accepts nothing this long is closed (SSE and other
+    /// responses: [`crate::http::server::ServerLimits::write_timeout`]).
+    pub write_timeout: Duration,
 }
 
 impl Default for StreamConfig {
@@ -39,6 +42,7 @@ impl Default for StreamConfig {
             max_subscribers: 10_000,
             retry: Duration::from_secs(2),
             shutdown: CancellationToken::new(),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }

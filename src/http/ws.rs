@@ -4,14 +4,34 @@
 
 use super::query::parse_stream_query;
 use super::reply::{error_reply, too_many_subscribers};
+use super::server::PendingUpgrade;
 use super::state::HttpState;
 use super::stream::{record_delivery, subscriber_stream, Outgoing, SubscriberSlot};
 use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use loco_discovery_core::hub::Filter;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 use warp::http::StatusCode;
-use warp::ws::{Message, WebSocket, Ws};
-use warp::Reply;
+use warp::ws::Ws;
+
+/// The largest WebSocket message (and frame) a client may send: only small
+/// `{"type":"__ping"}` messages are expected. Past it the connection is closed with 1009.
+pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+
+/// The WebSocket settings of a subscriber, who only sends small pings: a 4 KiB read
+/// buffer instead of tungstenite's 128 KiB (allocated up front for every connection),
+/// and the size caps above.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(MAX_CLIENT_MESSAGE)
+        .write_buffer_size(0)
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE))
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+}
 
 /// The answer to an application-level ping, or `None` for any other message.
 pub fn pong_for(text: &str) -> Option<String> {
@@ -26,20 +46,60 @@ pub fn pong_for(text: &str) -> Option<String> {
     Some(pong.to_string())
 }
 
-pub fn upgrade(state: HttpState, ws: Ws, query: String) -> warp::reply::Response {
+/// Answers a WebSocket handshake (checked by `warp::ws()`, whose own upgrade is not used:
+/// it cannot size tungstenite's buffers) and serves the subscriber on the upgraded socket.
+pub fn upgrade(
+    state: HttpState,
+    _checked: Ws,
+    key: String,
+    pending: Option<PendingUpgrade>,
+    query: String,
+) -> warp::reply::Response {
     let (filter, last_event_id) = match parse_stream_query(&query, None) {
         Ok(parsed) => parsed,
         Err(message) => return error_reply(StatusCode::BAD_REQUEST, message),
     };
+    let Some(on_upgrade) = pending.and_then(|p| p.take()) else {
+        return error_reply(
+            StatusCode::BAD_REQUEST,
+            "this connection cannot be upgraded to a WebSocket",
+        );
+    };
     let Some(slot) = state.admit("ws") else {
         return too_many_subscribers();
     };
-    ws.on_upgrade(move |socket| serve(socket, state, filter, last_event_id, slot))
-        .into_response()
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                let socket =
+                    WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
+                serve(socket, state, filter, last_event_id, slot).await;
+            }
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    warp::http::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(Default::default())
+        .expect("a valid 101 response")
+}
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
 }
 
 async fn serve(
-    socket: WebSocket,
+    socket: Socket,
     state: HttpState,
     filter: Filter,
     last_event_id: Option<String>,
@@ -57,39 +117,64 @@ async fn serve(
     loop {
         tokio::select! {
             message = incoming.next() => match message {
-                Some(Ok(message)) if message.is_text() => {
-                    if let Some(pong) = message.to_str().ok().and_then(pong_for) {
-                        if sink.send(Message::text(pong)).await.is_err() {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(pong) = pong_for(text.as_str()) {
+                        if !matches!(timeout(&state, sink.send(Message::text(pong))).await, Some(Ok(()))) {
                             return;
                         }
                     }
                 }
-                Some(Ok(message)) if message.is_close() => break,
+                Some(Ok(Message::Close(_))) => break,
                 Some(Ok(_)) => {}
+                Some(Err(WsError::Capacity(_))) => {
+                    let close = close_frame(1009, "message too big");
+                    let _ = timeout(&state, sink.send(close)).await;
+                    return;
+                }
                 Some(Err(_)) | None => return,
             },
             out = events.next() => {
-                let sent = match out {
-                    Some(Outgoing::Event { data, frame, .. }) => {
-                        let sent = sink.send(Message::text(&*data)).await;
-                        record_delivery(&frame, "ws");
-                        sent
-                    }
-                    Some(Outgoing::Heartbeat) => sink.send(Message::ping("heartbeat")).await,
-                    Some(Outgoing::Reconnect { data, .. }) => {
-                        let _ = sink.send(Message::text(&*data)).await;
-                        let _ = sink.send(Message::close_with(1012u16, "service restart")).await;
-                        return;
-                    }
-                    None => break,
-                };
-                if sent.is_err() {
-                    return;
+                let Some(out) = out else { break };
+                let reconnect = matches!(out, Outgoing::Reconnect { .. });
+                match timeout(&state, deliver(&mut sink, out)).await {
+                    Some(Ok(())) if !reconnect => {}
+                    _ => return,
                 }
             }
         }
     }
-    let _ = sink.send(Message::close()).await;
+    let _ = timeout(&state, sink.send(Message::Close(None))).await;
+}
+
+/// Sends one outgoing item; after a `Reconnect`, the close frame too.
+async fn deliver<S>(sink: &mut S, out: Outgoing) -> Result<(), WsError>
+where
+    S: futures::Sink<Message, Error = WsError> + Unpin,
+{
+    match out {
+        Outgoing::Event { data, frame, .. } => {
+            let sent = sink.send(Message::text(&*data)).await;
+            record_delivery(&frame, "ws");
+            sent
+        }
+        Outgoing::Heartbeat => sink.send(Message::Ping("heartbeat".into())).await,
+        Outgoing::Reconnect { data, .. } => {
+            let _ = sink.send(Message::text(&*data)).await;
+            sink.send(close_frame(1012, "service restart")).await
+        }
+    }
+}
+
+/// `send`, or `None` (counted) when the socket accepted nothing for the write timeout.
+async fn timeout<T>(state: &HttpState, send: impl std::future::Future<Output = T>) -> Option<T> {
+    let sent = tokio::time::timeout(state.stream.write_timeout, send)
+        .await
+        .ok();
+    if sent.is_none() {
+        metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "reason" => "write_stalled")
+            .increment(1);
+    }
+    sent
 }
 
 #[cfg(test)]

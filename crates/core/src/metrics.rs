@@ -42,6 +42,11 @@ pub const SUBSCRIBERS_REJECTED: &str = "loco_discovery_subscribers_rejected_tota
 pub const RESETS: &str = "loco_discovery_resets_total";
 /// Heartbeats sent on idle streams.
 pub const HEARTBEATS: &str = "loco_discovery_heartbeats_total";
+/// Client connections that ended with an error, by reason (client_closed,
+/// header_timeout, protocol_error, io_error, other).
+pub const CONNECTIONS_CLOSED: &str = "loco_discovery_connections_closed_total";
+/// Failed `accept` calls, by reason (file_limit, no_memory, other).
+pub const ACCEPT_ERRORS: &str = "loco_discovery_accept_errors_total";
 
 /// Metadata or static files that could not be read or parsed, by file.
 pub const FILE_ERRORS: &str = "loco_discovery_file_errors_total";
@@ -118,6 +123,16 @@ pub fn describe() {
         "reset events sent to subscribers, by reason (unknown_id, slow_subscriber)."
     );
     describe_counter!(HEARTBEATS, Unit::Count, "Heartbeats sent on idle streams.");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        Unit::Count,
+        "Client connections that ended without a clean close, by reason: client_closed (the client went away mid-request; normal), header_timeout (no complete request head in time, or idle too long between requests), protocol_error, io_error, other."
+    );
+    describe_counter!(
+        ACCEPT_ERRORS,
+        Unit::Count,
+        "Failed accepts of new connections, by reason: file_limit (EMFILE/ENFILE: the server waits 100 ms and retries), no_memory, other."
+    );
     describe_counter!(
         FILE_ERRORS,
         Unit::Count,

@@ -1,0 +1,304 @@
+//! Hostile clients: what any client can make the gateway hold must be bounded, and
+//! given back.
+
+mod support;
+
+use futures::{SinkExt, StreamExt};
+use std::time::Duration;
+use support::*;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Reads WebSocket messages until a close frame; its code, or `None` when the
+/// connection ends (or `LIMIT` passes) without one.
+async fn close_code<S>(ws: &mut S) -> Option<u16>
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+async fn connect_ws(
+    gateway: &Gateway,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("ws://{}/api/instances/ws", gateway.addr);
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_message_is_closed_with_1009() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    let mut ws = connect_ws(&gateway).await;
+    ws.send(Message::text("x".repeat(64 * 1024))).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+}
+
+#[tokio::test]
+async fn an_unfinished_fragmented_websocket_message_is_closed_with_1009() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    let mut ws = connect_ws(&gateway).await;
+    // 2 KiB frames of one text message that never ends: the gateway must give up
+    // long before the megabytes a default WebSocket would buffer.
+    let chunk = vec![b'x'; 2048];
+    let first = Frame::message(chunk.clone(), OpCode::Data(Data::Text), false);
+    ws.send(Message::Frame(first)).await.unwrap();
+    for _ in 0..64 {
+        let next = Frame::message(chunk.clone(), OpCode::Data(Data::Continue), false);
+        if ws.send(Message::Frame(next)).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+}
+
+/// A gateway whose clients get `header_read_timeout` to send a request head.
+async fn gateway_with_header_timeout(cluster: &SimCluster, timeout: Duration) -> Gateway {
+    let mut config = loco_discovery::GatewayConfig::new(NS, vec![SVC.into()]);
+    config.server.header_read_timeout = timeout;
+    Gateway::start_with(cluster, config).await
+}
+
+/// Whether the server closes `stream` within `limit` (reads up to EOF or an error).
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_partial_and_idle_keep_alive_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = SimCluster::start().await;
+    let gateway = gateway_with_header_timeout(&cluster, Duration::from_secs(1)).await;
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    partial
+        .write_all(b"GET /api/instances/live HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Closed after the timeout (1 s), not before: well-behaved clients keep their time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!closed_within(&mut silent, Duration::from_millis(100)).await);
+    assert!(closed_within(&mut silent, LIMIT).await, "silent connection");
+    assert!(closed_within(&mut partial, LIMIT).await, "partial header");
+    assert!(closed_within(&mut idle, LIMIT).await, "idle keep-alive");
+    // The server still serves.
+    assert!(gateway.live("").await["instances"].is_array());
+}
+
+#[tokio::test]
+async fn a_client_closing_mid_request_is_counted_not_an_error() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    for _ in 0..3 {
+        let mut gone = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        gone.write_all(b"GET /api/instances/live HTTP/1.1\r\nhost")
+            .await
+            .unwrap();
+        drop(gone);
+    }
+    let counted = eventually(LIMIT, || async {
+        let text = reqwest::get(gateway.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines().any(|l| {
+            l.starts_with("loco_discovery_connections_closed_total{reason=\"client_closed\"}")
+        })
+    })
+    .await;
+    assert!(counted.is_ok(), "no client_closed count in /metrics");
+}
+
+#[tokio::test]
+async fn the_listen_backlog_is_raised() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    // `ss -ltn`: for a listening socket, Send-Q is the backlog.
+    let Ok(out) = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", gateway.addr.port())])
+        .output()
+    else {
+        eprintln!("no ss; skipped");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlog: u32 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("ss output {text:?}"));
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(backlog, 4096.min(somaxconn));
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_closed_and_its_slot_freed() {
+    let cluster = SimCluster::start().await;
+    let mut config = loco_discovery::GatewayConfig::new(NS, vec![SVC.into()]);
+    config.stream.max_subscribers = 1;
+    config.server.write_timeout = Duration::from_secs(1);
+    let gateway = Gateway::start_with(&cluster, config).await;
+    let _slow = slow_subscriber(gateway.addr).await;
+    // The slot is taken.
+    eventually(LIMIT, || async {
+        reqwest::get(gateway.url("/api/instances/stream"))
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await
+    .expect("the never-reading subscriber holds the only slot");
+    // Enough churn to fill every buffer between the gateway and the reader.
+    churn_100(&cluster, 150);
+    let freed = eventually(Duration::from_secs(30), || async {
+        reqwest::get(gateway.url("/api/instances/stream"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(freed.is_ok(), "the stalled subscriber still holds its slot");
+}
+
+/// The status and JSON body of a GET with `headers`.
+async fn get_json(url: String, headers: &[(&str, &[u8])]) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().get(url);
+    for (name, value) in headers {
+        request = request.header(
+            *name,
+            reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+        );
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.expect("a JSON body");
+    (status, body)
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_json_sentence_not_debug_text() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    let cases = [
+        (gateway.url("/api/instances/ws"), vec![]),
+        (
+            gateway.url("/api/instances/stream"),
+            vec![("last-event-id", &b"\xff\xfe"[..])],
+        ),
+        (gateway.url("/api/instances/live?service=%FF"), vec![]),
+        (gateway.url("/api/instances/live?service=a%zz"), vec![]),
+        (gateway.url("/api/instances/stream?service=%C3%28"), vec![]),
+    ];
+    for (url, headers) in cases {
+        let (status, body) = get_json(url.clone(), &headers).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["code"], 400, "{url}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            !error.contains("Rejection") && !error.contains('(') && error.contains(' '),
+            "{url}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn head_works_on_get_routes() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    let client = reqwest::Client::new();
+    for path in ["/api/instances/live", "/healthz", "/readyz", "/"] {
+        let response = client.head(gateway.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.bytes().await.unwrap().is_empty(), "{path}");
+    }
+}
+
+/// At its open-file limit (here 128, set for the child only), a gateway held by clients
+/// that send nothing serves new clients again once the header timeout closes them,
+/// instead of being locked out until they leave.
+#[tokio::test]
+async fn a_gateway_at_its_file_limit_serves_again() {
+    use std::io::{BufRead, BufReader};
+    let bin = env!("CARGO_BIN_EXE_loco-discovery");
+    let child = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 128 && exec \"$0\" \"$@\"", bin])
+        .args(["demo", "--listen", "127.0.0.1:0", "--replicas", "1"])
+        .args(["--header-read-timeout", "1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the gateway");
+    let mut child = support::process::Running(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("the gateway's address").unwrap();
+        if let Some(at) = line.find("open http://") {
+            let rest = &line[at + "open http://".len()..];
+            let end = rest.find(['/', ' ']).unwrap_or(rest.len());
+            break rest[..end].to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let url = format!("http://{addr}/healthz");
+    eventually(LIMIT, || async { reqwest::get(&url).await.is_ok() })
+        .await
+        .expect("the gateway serves");
+    // Twice the file limit of connections that send nothing.
+    let mut hostile = Vec::new();
+    for _ in 0..256 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            hostile.push(s);
+        }
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let served = eventually(Duration::from_secs(20), || async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(
+        served.is_ok(),
+        "locked out while {} idle connections are held",
+        hostile.len()
+    );
+}
