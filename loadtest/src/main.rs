@@ -96,6 +96,10 @@ struct RunArgs {
     /// How long subscribers wait for the last deliveries after the last write.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     settle: Duration,
+    /// Extra subscribers that connect and never read (in each SSE/WebSocket case): the
+    /// server must neither slow down for them nor buffer their backlog.
+    #[arg(long, default_value_t = 0)]
+    stalled: usize,
     /// The gateway binary (a release build gives meaningful figures).
     #[arg(long, default_value = "target/release/loco-discovery")]
     gateway_bin: PathBuf,
@@ -277,7 +281,13 @@ struct Children {
 }
 
 impl Children {
-    fn spawn(batches: &[(String, usize)], path: &str, mode: Mode, args: &RunArgs) -> Result<Self> {
+    fn spawn(
+        batches: &[(String, usize)],
+        path: &str,
+        mode: Mode,
+        args: &RunArgs,
+        no_read: bool,
+    ) -> Result<Self> {
         let me = std::env::current_exe()?;
         let mut children = Vec::new();
         for (addr, count) in batches {
@@ -297,6 +307,7 @@ impl Children {
                     "--settle",
                     &humantime::format_duration(args.settle).to_string(),
                 ])
+                .args(no_read.then_some("--no-read"))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()?;
@@ -365,6 +376,8 @@ struct Case {
     frame_bytes: f64,
     resets: u64,
     errors: u64,
+    /// Subscribers connected that never read.
+    stalled: usize,
     /// Poll: bytes per client-second and CPU µs per client-second.
     poll_bytes_per_client_s: f64,
     poll_cpu_us_per_client_s: f64,
@@ -414,6 +427,12 @@ impl Case {
             "  payload                    {:.0} bytes per frame; resets {}",
             self.frame_bytes, self.resets
         );
+        if self.stalled > 0 {
+            println!(
+                "  stalled subscribers        {} connected, never reading",
+                self.stalled
+            );
+        }
     }
 }
 
@@ -527,8 +546,21 @@ fn measure(
         path,
         mode,
         args,
+        false,
     )?;
     let (connected, errors) = children.ready()?;
+    let (mut stalled, mut stalled_connected) = (None, 0);
+    if args.stalled > 0 && mode != Mode::Poll {
+        let mut more = Children::spawn(
+            &batches(addrs, args.stalled, args.processes),
+            path,
+            mode,
+            args,
+            true,
+        )?;
+        stalled_connected = more.ready()?.0;
+        stalled = Some(more);
+    }
     std::thread::sleep(Duration::from_secs(1));
     let (cpu_before, rss_idle) = cpu_and_rss_of(pids)?;
     let mut sent = vec![0u64; args.writes as usize + 1];
@@ -549,6 +581,9 @@ fn measure(
     }
     let window_s = (now_us() - started) as f64 / 1e6;
     let report = children.finish(args.writes)?;
+    if let Some(stalled) = stalled {
+        stalled.finish(0)?;
+    }
     let (cpu_after, _) = cpu_and_rss_of(pids)?;
     let _ = runtime;
     let mut latencies: Vec<u64> = report
@@ -585,7 +620,8 @@ fn measure(
         p90: percentile(&latencies, 90.0),
         p99: percentile(&latencies, 99.0),
         max: percentile(&latencies, 100.0),
-        kib_per_sub: (rss_idle - rss_base) / connected.max(1) as f64,
+        kib_per_sub: (rss_idle - rss_base) / (connected + stalled_connected).max(1) as f64,
+        stalled: stalled_connected,
         cpu_us_per_delivery: cpu * 1e6 / (delivered.max(1) as f64),
         cpu_s: cpu,
         frame_bytes: report.frame_bytes as f64 / report.frames.max(1) as f64,

@@ -95,6 +95,9 @@ pub struct Settings {
     pub poll_every: Duration,
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
+    /// Connect and never read (slow subscribers).
+    #[arg(long)]
+    pub no_read: bool,
 }
 
 pub async fn child(settings: Settings) -> Report {
@@ -224,6 +227,10 @@ async fn subscriber(
     report.connected = 1;
     let _ = ready.send(true).await;
     drop(ready);
+    if settings.no_read {
+        let _ = stop.wait_for(|s| *s).await;
+        return report;
+    }
     buf.drain(..head_end);
     let mut seen: HashSet<u32> = HashSet::new();
     let mut chunk = vec![0u8; 16 * 1024];
