@@ -287,6 +287,7 @@ impl Children {
         mode: Mode,
         args: &RunArgs,
         no_read: bool,
+        await_initial: bool,
     ) -> Result<Self> {
         let me = std::env::current_exe()?;
         let mut children = Vec::new();
@@ -308,6 +309,7 @@ impl Children {
                     &humantime::format_duration(args.settle).to_string(),
                 ])
                 .args(no_read.then_some("--no-read"))
+                .args(await_initial.then_some("--await-initial"))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()?;
@@ -363,6 +365,9 @@ struct Case {
     connected: usize,
     connect_p50: f64,
     connect_p99: f64,
+    /// Connect → the initial snapshot read (gateway only).
+    initial_p50: f64,
+    initial_p99: f64,
     expected: u64,
     delivered: u64,
     per_second: f64,
@@ -395,6 +400,12 @@ impl Case {
             "  connected                  {} of {} (connect → response head p50 {:.1} ms, p99 {:.1} ms); errors {}",
             self.connected, self.subscribers, self.connect_p50, self.connect_p99, self.errors
         );
+        if self.initial_p50.is_finite() {
+            println!(
+                "  initial snapshot read      p50 {:.1} ms, p99 {:.1} ms after connecting (writes start once all have it)",
+                self.initial_p50, self.initial_p99
+            );
+        }
         if self.target == Target::Poll {
             println!(
                 "  staleness (write → first poll showing it)  p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
@@ -547,6 +558,7 @@ fn measure(
         mode,
         args,
         false,
+        target == Target::Gateway,
     )?;
     let (connected, errors) = children.ready()?;
     let (mut stalled, mut stalled_connected) = (None, 0);
@@ -557,6 +569,7 @@ fn measure(
             mode,
             args,
             true,
+            false,
         )?;
         stalled_connected = more.ready()?.0;
         stalled = Some(more);
@@ -603,6 +616,8 @@ fn measure(
     let delivered = latencies.len() as u64;
     let mut connect = report.connect_us.clone();
     connect.sort_unstable();
+    let mut initial = report.initial_us.clone();
+    initial.sort_unstable();
     let cpu = cpu_after - cpu_before;
     let client_seconds = connected as f64 * window_s;
     Ok(Case {
@@ -613,6 +628,8 @@ fn measure(
         connected,
         connect_p50: percentile(&connect, 50.0),
         connect_p99: percentile(&connect, 99.0),
+        initial_p50: percentile(&initial, 50.0),
+        initial_p99: percentile(&initial, 99.0),
         expected: args.writes as u64 * connected as u64,
         delivered,
         per_second: delivered as f64 / ((last.saturating_sub(sent[1])) as f64 / 1e6).max(1e-6),

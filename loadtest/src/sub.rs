@@ -22,6 +22,9 @@ pub struct Report {
     pub errors: u64,
     /// Connect → response head (or the WebSocket handshake), per connected subscriber.
     pub connect_us: Vec<u64>,
+    /// Connect → the first event carrying `<marker>0` (the gateway's initial snapshot),
+    /// with `--await-initial`.
+    pub initial_us: Vec<u64>,
     /// `(k, received at)` for the first frame that carried write `k`'s marker.
     pub receipts: Vec<(u32, u64)>,
     /// Frames that first carried a write's marker, and their payload bytes (to compare
@@ -40,6 +43,7 @@ impl Report {
         self.connected += other.connected;
         self.errors += other.errors;
         self.connect_us.extend(other.connect_us);
+        self.initial_us.extend(other.initial_us);
         self.receipts.extend(other.receipts);
         self.frames += other.frames;
         self.frame_bytes += other.frame_bytes;
@@ -98,6 +102,10 @@ pub struct Settings {
     /// Connect and never read (slow subscribers).
     #[arg(long)]
     pub no_read: bool,
+    /// Report ready only once the initial snapshot (an event carrying `<marker>0`) has
+    /// been read, so the writes do not queue behind the connection storm's snapshots.
+    #[arg(long)]
+    pub await_initial: bool,
 }
 
 pub async fn child(settings: Settings) -> Report {
@@ -225,8 +233,15 @@ async fn subscriber(
     }
     report.connect_us.push(now_us().saturating_sub(started));
     report.connected = 1;
-    let _ = ready.send(true).await;
-    drop(ready);
+    // Idle (ready for the writes) at the head, or, with `--await-initial`, once the first
+    // event carrying `<marker>0` (the gateway's snapshot) has been read.
+    let mut ready = Some(ready);
+    let initial_deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    if !settings.await_initial || settings.no_read {
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(true).await;
+        }
+    }
     if settings.no_read {
         let _ = stop.wait_for(|s| *s).await;
         return report;
@@ -282,9 +297,23 @@ async fn subscriber(
                 }
             }
         }
+        if ready.is_some() && seen.contains(&0) {
+            report.initial_us.push(now_us().saturating_sub(started));
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(true).await;
+            }
+        }
         let read = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            read = socket.read(&mut chunk) => read,
+            _ = tokio::time::sleep_until(initial_deadline), if ready.is_some() => None,
+            read = socket.read(&mut chunk) => Some(read),
+        };
+        let Some(read) = read else {
+            // No initial event in time: let the run go on; the accounting shows it.
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(true).await;
+            }
+            continue;
         };
         match read {
             Ok(0) => break,
