@@ -3,9 +3,12 @@
 //! Pure and synchronous: no I/O, no clock (the caller passes `now`), no logging. Problems
 //! found in an object come back as [`Anomaly`] values for the caller to log and count.
 //!
-//! Every change recomputes the *whole* service from all its slices and diffs the result
-//! against the previous instance set: endpoints move between slices and dual-stack pods
-//! sit in two slices, so a per-slice diff would report false remove/add pairs.
+//! Instances are merged per pod across every slice of the service, never slice by slice:
+//! endpoints move between slices and dual-stack pods sit in two slices, so a per-slice
+//! diff would report false remove/add pairs. But a pod's merged state depends only on the
+//! slices that hold it (and on which pod of its ordinal takes `instance-N`), so a slice
+//! event recomputes only the pods that slice held before or holds now, and the pods that
+//! share an ordinal with them: O(slice size) per event, not O(service size).
 
 use crate::dns::{host_port, DnsNaming, EndpointName, HEADLESS_LABEL};
 use crate::metadata::MetadataMap;
@@ -15,7 +18,7 @@ use crate::model::{
 };
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -144,6 +147,59 @@ struct ServiceEntry {
     slices: BTreeMap<String, ParsedSlice>,
     /// Instances by key.
     instances: HashMap<String, Instance>,
+    /// Each pod (endpoint identity) → the slices holding it → its positions in that slice.
+    pods: HashMap<String, BTreeMap<String, Vec<usize>>>,
+    /// The pods present with each ordinal; the first (by name) takes `instance-N`.
+    by_ordinal: HashMap<u32, BTreeSet<String>>,
+}
+
+impl ServiceEntry {
+    /// Records the pods of `slice` (named `name`) as held by it; notes them in `touched`.
+    fn attach(&mut self, name: &str, slice: &ParsedSlice, touched: &mut BTreeSet<String>) {
+        for (position, endpoint) in slice.endpoints.iter().enumerate() {
+            self.pods
+                .entry(endpoint.identity.clone())
+                .or_default()
+                .entry(name.to_owned())
+                .or_default()
+                .push(position);
+            if let Some(ordinal) = endpoint.ordinal {
+                self.by_ordinal
+                    .entry(ordinal)
+                    .or_default()
+                    .insert(endpoint.identity.clone());
+            }
+            touched.insert(endpoint.identity.clone());
+        }
+    }
+
+    /// Forgets that `slice` (named `name`) holds its pods; notes them in `touched`.
+    fn detach(&mut self, name: &str, slice: &ParsedSlice, touched: &mut BTreeSet<String>) {
+        for endpoint in &slice.endpoints {
+            if let Some(holders) = self.pods.get_mut(&endpoint.identity) {
+                holders.remove(name);
+                if holders.is_empty() {
+                    self.pods.remove(&endpoint.identity);
+                    if let Some(ordinal) = endpoint.ordinal {
+                        if let Some(set) = self.by_ordinal.get_mut(&ordinal) {
+                            set.remove(&endpoint.identity);
+                            if set.is_empty() {
+                                self.by_ordinal.remove(&ordinal);
+                            }
+                        }
+                    }
+                }
+            }
+            touched.insert(endpoint.identity.clone());
+        }
+    }
+
+    /// Every pod held by a slice or published as an instance.
+    fn all_pods(&self) -> BTreeSet<String> {
+        let mut all: BTreeSet<String> = self.pods.keys().cloned().collect();
+        all.extend(self.instances.values().map(|i| i.pod_name.clone()));
+        all
+    }
 }
 
 /// The materialized view: every watched service's slices and the instances behind them.
@@ -195,28 +251,30 @@ impl EndpointIndex {
         let namespace = slice.metadata.namespace.clone().unwrap_or_default();
         let parsed = parse_slice(slice, &namespace, &name, &mut outcome.anomalies);
         let key = (namespace, name.clone());
-        let mut touched = Vec::new();
         let previous_owner = self.slice_owner.remove(&key);
+        let mut touched = BTreeSet::new();
         if let Some(owner) = &previous_owner {
             if let Some(entry) = self.services.get_mut(owner) {
-                entry.slices.remove(&name);
+                if let Some(old) = entry.slices.remove(&name) {
+                    entry.detach(&name, &old, &mut touched);
+                }
             }
-            touched.push(owner.clone());
+        }
+        let new_owner = parsed.as_ref().map(|p| p.service.clone());
+        if let Some(owner) = previous_owner
+            .as_ref()
+            .filter(|o| new_owner.as_ref() != Some(*o))
+        {
+            let pods = std::mem::take(&mut touched);
+            self.recompute_pods(owner, pods, now, &mut outcome.deltas);
         }
         if let Some(parsed) = parsed {
             let owner = parsed.service.clone();
             self.slice_owner.insert(key, owner.clone());
-            self.services
-                .entry(owner.clone())
-                .or_default()
-                .slices
-                .insert(name, parsed);
-            if previous_owner.as_ref() != Some(&owner) {
-                touched.push(owner);
-            }
-        }
-        for service in touched {
-            self.recompute(&service, now, &mut outcome.deltas);
+            let entry = self.services.entry(owner.clone()).or_default();
+            entry.attach(&name, &parsed, &mut touched);
+            entry.slices.insert(name, parsed);
+            self.recompute_pods(&owner, touched, now, &mut outcome.deltas);
         }
         outcome
     }
@@ -229,10 +287,13 @@ impl EndpointIndex {
         };
         let namespace = slice.metadata.namespace.clone().unwrap_or_default();
         if let Some(owner) = self.slice_owner.remove(&(namespace, name.clone())) {
+            let mut touched = BTreeSet::new();
             if let Some(entry) = self.services.get_mut(&owner) {
-                entry.slices.remove(&name);
+                if let Some(old) = entry.slices.remove(&name) {
+                    entry.detach(&name, &old, &mut touched);
+                }
             }
-            self.recompute(&owner, now, &mut outcome.deltas);
+            self.recompute_pods(&owner, touched, now, &mut outcome.deltas);
         }
         outcome
     }
@@ -280,7 +341,16 @@ impl EndpointIndex {
                 .get_mut(service)
                 .map(|e| std::mem::take(&mut e.slices))
                 .unwrap_or_default();
-            self.services.entry(service.clone()).or_default().slices = slices;
+            let entry = self.services.entry(service.clone()).or_default();
+            entry.slices = slices;
+            entry.pods.clear();
+            entry.by_ordinal.clear();
+            let mut ignored = BTreeSet::new();
+            let slices = std::mem::take(&mut entry.slices);
+            for (name, slice) in &slices {
+                entry.attach(name, slice, &mut ignored);
+            }
+            entry.slices = slices;
         }
         self.slice_owner = owners;
         for service in &services {
@@ -353,7 +423,8 @@ impl EndpointIndex {
         }
         self.probes.insert(key.to_owned(), probe);
         self.overlay = None;
-        self.recompute(&service, now, &mut outcome.deltas);
+        let pod = self.services[&service].instances[key].pod_name.clone();
+        self.recompute_pods(&service, BTreeSet::from([pod]), now, &mut outcome.deltas);
         outcome
     }
 
@@ -384,57 +455,90 @@ impl EndpointIndex {
         list
     }
 
-    /// Rebuilds the instances of `service` from its slices and appends the deltas.
+    /// Rebuilds every instance of `service` and appends the deltas.
     fn recompute(&mut self, service: &ServiceRef, now: DateTime<Utc>, deltas: &mut Vec<Delta>) {
+        let Some(entry) = self.services.get(service) else {
+            return;
+        };
+        let pods = entry.all_pods();
+        self.recompute_pods(service, pods, now, deltas);
+    }
+
+    /// Rebuilds the instances of the pods `touched` of `service` (and of the pods sharing
+    /// an ordinal with them) from the slices holding them, and appends the deltas.
+    fn recompute_pods(
+        &mut self,
+        service: &ServiceRef,
+        mut touched: BTreeSet<String>,
+        now: DateTime<Utc>,
+        deltas: &mut Vec<Delta>,
+    ) {
         let Some(entry) = self.services.get_mut(service) else {
             return;
         };
-        let built = build_instances(
-            &self.config,
-            service,
-            &entry.slices,
-            &self.metadata,
-            &self.probes,
-            now,
-        );
-        let old = std::mem::take(&mut entry.instances);
-        let mut next: HashMap<String, Instance> = HashMap::with_capacity(built.len());
-        let mut changes: Vec<Delta> = Vec::new();
-        for mut instance in built {
-            match old.get(&instance.key) {
-                None => changes.push(delta(DeltaKind::InstanceAdded, None, &instance)),
-                Some(previous) if previous.status == instance.status => {
-                    instance.health.last_transition = previous.health.last_transition;
-                    if *previous != instance {
-                        changes.push(delta(DeltaKind::InstanceUpdated, None, &instance));
-                    }
-                }
-                Some(_) => {
-                    let (kind, reason) = match instance.status {
-                        Status::Ready => (DeltaKind::InstanceReady, None),
-                        Status::Offline => (DeltaKind::InstanceNotReady, Some("terminating")),
-                        Status::Degraded => (DeltaKind::InstanceNotReady, Some("probe-failing")),
-                        Status::Booting => (DeltaKind::InstanceNotReady, Some("not-serving")),
-                    };
-                    changes.push(delta(kind, reason, &instance));
-                }
+        let ordinals: BTreeSet<u32> = touched.iter().filter_map(|p| ordinal_of(p)).collect();
+        for ordinal in ordinals {
+            if let Some(pods) = entry.by_ordinal.get(&ordinal) {
+                touched.extend(pods.iter().cloned());
             }
-            next.insert(instance.key.clone(), instance);
         }
-        for (key, previous) in old {
-            if !next.contains_key(&key) {
-                if self.probes.remove(&key).is_some() {
-                    self.overlay = None;
+        let mut changes: Vec<Delta> = Vec::new();
+        for pod in &touched {
+            let key = format!("{}/{}/{}", service.namespace, service.name, pod);
+            let old = entry.instances.remove(&key);
+            let built = entry.pods.get(pod).map(|holders| {
+                let takes_ordinal = ordinal_of(pod)
+                    .and_then(|o| entry.by_ordinal.get(&o))
+                    .and_then(|set| set.first())
+                    .is_some_and(|first| first == pod);
+                build_instance(
+                    &self.config,
+                    service,
+                    &entry.slices,
+                    holders,
+                    takes_ordinal,
+                    &self.metadata,
+                    &self.probes,
+                    now,
+                )
+            });
+            match (old, built) {
+                (None, None) => {}
+                (Some(previous), None) => {
+                    if self.probes.remove(&key).is_some() {
+                        self.overlay = None;
+                    }
+                    changes.push(delta(DeltaKind::InstanceRemoved, None, &previous));
                 }
-                changes.push(delta(DeltaKind::InstanceRemoved, None, &previous));
+                (None, Some(instance)) => {
+                    changes.push(delta(DeltaKind::InstanceAdded, None, &instance));
+                    entry.instances.insert(key, instance);
+                }
+                (Some(previous), Some(mut instance)) => {
+                    if previous.status == instance.status {
+                        instance.health.last_transition = previous.health.last_transition;
+                        if previous != instance {
+                            changes.push(delta(DeltaKind::InstanceUpdated, None, &instance));
+                        }
+                    } else {
+                        let (kind, reason) = match instance.status {
+                            Status::Ready => (DeltaKind::InstanceReady, None),
+                            Status::Offline => (DeltaKind::InstanceNotReady, Some("terminating")),
+                            Status::Degraded => {
+                                (DeltaKind::InstanceNotReady, Some("probe-failing"))
+                            }
+                            Status::Booting => (DeltaKind::InstanceNotReady, Some("not-serving")),
+                        };
+                        changes.push(delta(kind, reason, &instance));
+                    }
+                    entry.instances.insert(key, instance);
+                }
             }
         }
         changes.sort_by(|a, b| a.instance.sort_key().cmp(&b.instance.sort_key()));
         deltas.extend(changes);
-        if next.is_empty() && entry.slices.is_empty() {
+        if entry.instances.is_empty() && entry.slices.is_empty() {
             self.services.remove(service);
-        } else {
-            entry.instances = next;
         }
     }
 }
@@ -646,16 +750,22 @@ fn sort_addresses(addresses: &mut Vec<String>) {
     addresses.dedup();
 }
 
-/// Builds the instances of one service from its slices (in slice-name order, so the
-/// result never depends on the order events arrived in).
-fn build_instances(
+/// Builds the instance of one pod from the slices holding it (`holders`: slice name →
+/// the pod's positions in it), merged in slice-name order so the result never depends on
+/// the order events arrived in. `takes_ordinal`: this pod is the one of its ordinal that
+/// gets `instance-N` (another pod with the same ordinal, say of a second StatefulSet
+/// behind one Service, keeps its pod name as id).
+#[allow(clippy::too_many_arguments)]
+fn build_instance(
     config: &IndexConfig,
     service: &ServiceRef,
     slices: &BTreeMap<String, ParsedSlice>,
+    holders: &BTreeMap<String, Vec<usize>>,
+    takes_ordinal: bool,
     metadata: &MetadataMap,
     probes: &HashMap<String, Probe>,
     now: DateTime<Utc>,
-) -> Vec<Instance> {
+) -> Instance {
     struct Merged<'a> {
         first: &'a ParsedEndpoint,
         addresses: Vec<String>,
@@ -666,21 +776,21 @@ fn build_instances(
         hint_zones: Vec<String>,
         headless: bool,
     }
-    let mut merged: BTreeMap<&str, Merged> = BTreeMap::new();
-    for slice in slices.values() {
-        for endpoint in &slice.endpoints {
-            let entry = merged
-                .entry(endpoint.identity.as_str())
-                .or_insert_with(|| Merged {
-                    first: endpoint,
-                    addresses: Vec::new(),
-                    status: endpoint.status,
-                    ports: BTreeMap::new(),
-                    node_name: None,
-                    zone: None,
-                    hint_zones: Vec::new(),
-                    headless: false,
-                });
+    let mut merged: Option<Merged> = None;
+    for (slice_name, positions) in holders {
+        let slice = &slices[slice_name];
+        for &position in positions {
+            let endpoint = &slice.endpoints[position];
+            let entry = merged.get_or_insert_with(|| Merged {
+                first: endpoint,
+                addresses: Vec::new(),
+                status: endpoint.status,
+                ports: BTreeMap::new(),
+                node_name: None,
+                zone: None,
+                hint_zones: Vec::new(),
+                headless: false,
+            });
             entry.headless |= slice.headless;
             entry.addresses.extend(endpoint.addresses.iter().cloned());
             // The most available condition wins, so the result is order-independent.
@@ -697,101 +807,96 @@ fn build_instances(
             entry.hint_zones.extend(endpoint.hint_zones.iter().cloned());
         }
     }
-    // `instance-N` goes to one pod per ordinal; another pod with the same ordinal (two
-    // StatefulSets behind one Service) keeps its pod name as id.
-    let mut taken_ordinals = HashSet::new();
-    merged
-        .into_values()
-        .map(|mut m| {
-            sort_addresses(&mut m.addresses);
-            m.hint_zones.sort();
-            m.hint_zones.dedup();
-            let ordinal = m.first.ordinal.filter(|o| taken_ordinals.insert(*o));
-            let pod_name = m.first.identity.clone();
-            let hostname = m.first.hostname.clone().unwrap_or_else(|| pod_name.clone());
-            let pod_ip = m.addresses.first().cloned();
-            let address = pod_ip.as_deref().unwrap_or(&pod_name);
-            let dns_name = config.dns.name_of(
-                EndpointName {
-                    headless: m.headless,
-                    hostname: m.first.hostname.as_deref(),
-                    pod: m.first.target_ref.as_ref().map(|r| r.name.as_str()),
-                    address,
-                },
-                &service.name,
-                &service.namespace,
-            );
-            let id = match ordinal {
-                Some(n) => format!("instance-{n}"),
-                None => pod_name.clone(),
-            };
-            let hints = metadata.lookup(&pod_name, m.first.ordinal);
-            let name = match (hints.and_then(|h| h.name.clone()), ordinal) {
-                (Some(name), _) => name,
-                (None, Some(0)) => "Windows 98 - Game Server".to_owned(),
-                (None, Some(n)) => format!("Windows 98 - Client {n}"),
-                (None, None) => pod_name.clone(),
-            };
-            let key = format!("{}/{}/{}", service.namespace, service.name, pod_name);
-            let probe = probes.get(&key).cloned();
-            let vnc_port = m
-                .ports
-                .get("vnc")
-                .copied()
-                .unwrap_or(config.default_vnc_port);
-            let health_port = m
-                .ports
-                .get("health")
-                .copied()
-                .unwrap_or(config.default_health_port);
-            let vnc_url = host_port(dns_name.as_deref().unwrap_or(address), vnc_port);
-            let health_url = pod_ip
-                .as_deref()
-                .map(|ip| format!("http://{}", host_port(ip, health_port)));
-            let status = match (&probe, m.status) {
-                (Some(p), Status::Ready) if !p.reachable => Status::Degraded,
-                (_, status) => status,
-            };
-            Instance {
-                key,
-                description: hints.and_then(|h| h.description.clone()),
-                tags: hints.map(|h| h.tags.clone()).unwrap_or_default(),
-                probe,
-                stream_url: format!("/proxy/vnc/{id}"),
-                vnc_url,
-                id,
-                ordinal,
-                name,
-                status,
-                ready: status == Status::Ready,
-                provisioned: true,
-                service: service.name.clone(),
+    let mut m = merged.expect("a pod is held by at least one endpoint");
+    {
+        sort_addresses(&mut m.addresses);
+        m.hint_zones.sort();
+        m.hint_zones.dedup();
+        let ordinal = m.first.ordinal.filter(|_| takes_ordinal);
+        let pod_name = m.first.identity.clone();
+        let hostname = m.first.hostname.clone().unwrap_or_else(|| pod_name.clone());
+        let pod_ip = m.addresses.first().cloned();
+        let address = pod_ip.as_deref().unwrap_or(&pod_name);
+        let dns_name = config.dns.name_of(
+            EndpointName {
+                headless: m.headless,
+                hostname: m.first.hostname.as_deref(),
+                pod: m.first.target_ref.as_ref().map(|r| r.name.as_str()),
+                address,
+            },
+            &service.name,
+            &service.namespace,
+        );
+        let id = match ordinal {
+            Some(n) => format!("instance-{n}"),
+            None => pod_name.clone(),
+        };
+        let hints = metadata.lookup(&pod_name, m.first.ordinal);
+        let name = match (hints.and_then(|h| h.name.clone()), ordinal) {
+            (Some(name), _) => name,
+            (None, Some(0)) => "Windows 98 - Game Server".to_owned(),
+            (None, Some(n)) => format!("Windows 98 - Client {n}"),
+            (None, None) => pod_name.clone(),
+        };
+        let key = format!("{}/{}/{}", service.namespace, service.name, pod_name);
+        let probe = probes.get(&key).cloned();
+        let vnc_port = m
+            .ports
+            .get("vnc")
+            .copied()
+            .unwrap_or(config.default_vnc_port);
+        let health_port = m
+            .ports
+            .get("health")
+            .copied()
+            .unwrap_or(config.default_health_port);
+        let vnc_url = host_port(dns_name.as_deref().unwrap_or(address), vnc_port);
+        let health_url = pod_ip
+            .as_deref()
+            .map(|ip| format!("http://{}", host_port(ip, health_port)));
+        let status = match (&probe, m.status) {
+            (Some(p), Status::Ready) if !p.reachable => Status::Degraded,
+            (_, status) => status,
+        };
+        Instance {
+            key,
+            description: hints.and_then(|h| h.description.clone()),
+            tags: hints.map(|h| h.tags.clone()).unwrap_or_default(),
+            probe,
+            stream_url: format!("/proxy/vnc/{id}"),
+            vnc_url,
+            id,
+            ordinal,
+            name,
+            status,
+            ready: status == Status::Ready,
+            provisioned: true,
+            service: service.name.clone(),
+            namespace: service.namespace.clone(),
+            addresses: Addresses {
+                pod_ip,
+                pod_ips: m.addresses,
+                hostname,
+                dns_name,
+            },
+            ports: m.ports,
+            health: Health {
+                ready: status == Status::Ready || status == Status::Degraded,
+                last_transition: now,
+                details: status.details().to_owned(),
+            },
+            health_url,
+            kubernetes: KubernetesInfo {
                 namespace: service.namespace.clone(),
-                addresses: Addresses {
-                    pod_ip,
-                    pod_ips: m.addresses,
-                    hostname,
-                    dns_name,
-                },
-                ports: m.ports,
-                health: Health {
-                    ready: status == Status::Ready || status == Status::Degraded,
-                    last_transition: now,
-                    details: status.details().to_owned(),
-                },
-                health_url,
-                kubernetes: KubernetesInfo {
-                    namespace: service.namespace.clone(),
-                    service: service.name.clone(),
-                    node_name: m.node_name,
-                    zone: m.zone,
-                    hint_zones: m.hint_zones,
-                    target_ref: m.first.target_ref.clone(),
-                },
-                pod_name,
-            }
-        })
-        .collect()
+                service: service.name.clone(),
+                node_name: m.node_name,
+                zone: m.zone,
+                hint_zones: m.hint_zones,
+                target_ref: m.first.target_ref.clone(),
+            },
+            pod_name,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -736,7 +736,7 @@ enum Op {
         slice: usize,
         service: usize,
         ipv6: bool,
-        endpoints: Vec<(u32, u8, u8)>,
+        endpoints: Vec<(u32, u8, u8, bool)>,
     },
     Delete {
         slice: usize,
@@ -747,18 +747,25 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..4usize, 0..2usize, proptest::bool::weighted(0.2),
-              proptest::collection::vec((0..6u32, 0..4u8, 0..3u8), 0..5))
+              proptest::collection::vec((0..6u32, 0..4u8, 0..3u8, proptest::bool::weighted(0.2)), 0..5))
             .prop_map(|(slice, service, ipv6, endpoints)| Op::Upsert { slice, service, ipv6, endpoints }),
         2 => (0..4usize).prop_map(|slice| Op::Delete { slice }),
         1 => Just(Op::Relist),
     ]
 }
 
-fn build(slice: usize, service: usize, ipv6: bool, endpoints: &[(u32, u8, u8)]) -> EndpointSlice {
+/// Endpoints move between the 4 slices, a pod sits in several (dual-stack), and `other`
+/// names a pod `alt-N`, competing with `pod-N` for the ordinal N.
+fn build(
+    slice: usize,
+    service: usize,
+    ipv6: bool,
+    endpoints: &[(u32, u8, u8, bool)],
+) -> EndpointSlice {
     let services = ["emu", "web"];
     let endpoints = endpoints
         .iter()
-        .map(|&(n, condition, ip)| {
+        .map(|&(n, condition, ip, other)| {
             let address = if ipv6 {
                 format!("fd00::{n}:{ip}")
             } else {
@@ -770,7 +777,8 @@ fn build(slice: usize, service: usize, ipv6: bool, endpoints: &[(u32, u8, u8)]) 
                 2 => (false, true),
                 _ => (true, true),
             };
-            let mut endpoint = mk_endpoint(&format!("pod-{n}"), &address, serving, terminating);
+            let name = if other { "alt" } else { "pod" };
+            let mut endpoint = mk_endpoint(&format!("{name}-{n}"), &address, serving, terminating);
             if ip == 2 {
                 endpoint.node_name = Some("node-b".into());
             }
