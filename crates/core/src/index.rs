@@ -67,6 +67,9 @@ pub enum AnomalyReason {
     NoOrdinal,
     /// The same pod twice in one slice; the entries are merged.
     DuplicateEndpoint,
+    /// An address that is not an IP of the slice's address type (`999.1.1.1`, a URL, an
+    /// IPv6 address in an IPv4 slice); it is dropped, never published nor probed.
+    InvalidAddress,
 }
 
 impl AnomalyReason {
@@ -81,6 +84,7 @@ impl AnomalyReason {
             AnomalyReason::UnnamedPort => "unnamed_port",
             AnomalyReason::NoOrdinal => "no_ordinal",
             AnomalyReason::DuplicateEndpoint => "duplicate_endpoint",
+            AnomalyReason::InvalidAddress => "invalid_address",
         }
     }
 
@@ -94,7 +98,8 @@ impl AnomalyReason {
             | AnomalyReason::UnsupportedAddressType
             | AnomalyReason::NoAddresses
             | AnomalyReason::UnnamedPort
-            | AnomalyReason::DuplicateEndpoint => true,
+            | AnomalyReason::DuplicateEndpoint
+            | AnomalyReason::InvalidAddress => true,
             AnomalyReason::NoTargetRef | AnomalyReason::NoOrdinal => false,
         }
     }
@@ -657,17 +662,35 @@ fn parse_slice(
     let mut endpoints = Vec::with_capacity(slice.endpoints.len());
     let mut seen = HashSet::new();
     for (position, endpoint) in slice.endpoints.iter().enumerate() {
-        let addresses: Vec<String> = endpoint
-            .addresses
-            .iter()
-            .filter(|a| !a.is_empty())
-            .cloned()
-            .collect();
+        let given = endpoint.addresses.iter().filter(|a| !a.is_empty());
+        let mut addresses: Vec<String> = Vec::with_capacity(endpoint.addresses.len());
+        let mut invalid = 0;
+        for address in given {
+            let valid = match address.parse::<IpAddr>() {
+                Ok(IpAddr::V4(_)) => slice.address_type == "IPv4",
+                Ok(IpAddr::V6(_)) => slice.address_type == "IPv6",
+                Err(_) => false,
+            };
+            if valid {
+                addresses.push(address.clone());
+            } else {
+                invalid += 1;
+                report(
+                    AnomalyReason::InvalidAddress,
+                    format!(
+                        "endpoint {position}: {address:?} is not an {} address",
+                        slice.address_type
+                    ),
+                );
+            }
+        }
         if addresses.is_empty() {
-            report(
-                AnomalyReason::NoAddresses,
-                format!("endpoint {position} has no address"),
-            );
+            if invalid == 0 {
+                report(
+                    AnomalyReason::NoAddresses,
+                    format!("endpoint {position} has no address"),
+                );
+            }
             continue;
         }
         let target_ref = endpoint
@@ -851,9 +874,13 @@ fn build_instance(
             .copied()
             .unwrap_or(config.default_health_port);
         let vnc_url = host_port(dns_name.as_deref().unwrap_or(address), vnc_port);
+        // Only from a parsed IP and a port number: nothing else from the cluster shapes
+        // a probe's target.
         let health_url = pod_ip
             .as_deref()
-            .map(|ip| format!("http://{}", host_port(ip, health_port)));
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .zip(u16::try_from(health_port).ok().filter(|p| *p != 0))
+            .map(|(ip, port)| format!("http://{}", std::net::SocketAddr::new(ip, port)));
         let status = match (&probe, m.status) {
             (Some(p), Status::Ready) if !p.reachable => Status::Degraded,
             (_, status) => status,

@@ -1025,3 +1025,76 @@ fn probes_of_removed_instances_are_dropped() {
         "a new pod starts unprobed"
     );
 }
+
+// ---- addresses are validated at the edge ------------------------------------------------
+
+#[test]
+fn addresses_that_are_not_ips_of_the_slice_type_are_dropped_and_counted() {
+    let hostile = [
+        "999.1.1.1",
+        "not-an-ip",
+        "http://evil/",
+        "127.0.0.1:18990/internal/admin?x=",
+        "fd00::1",
+    ];
+    let mut endpoints: Vec<Endpoint> = hostile
+        .iter()
+        .enumerate()
+        .map(|(n, a)| mk_endpoint(&format!("bad-{n}"), a, true, false))
+        .collect();
+    let mut mixed = ready(1);
+    mixed.addresses = vec!["http://evil/".into(), "10.0.0.11".into()];
+    endpoints.push(mixed);
+    let mut idx = index();
+    let out = idx.apply(&slice("s1", endpoints), t(0));
+    assert_eq!(ids(&idx), vec!["instance-1"]);
+    let instance = idx.instances()[0].clone();
+    assert_eq!(instance.addresses.pod_ips, vec!["10.0.0.11".to_owned()]);
+    assert_eq!(
+        instance.health_url.as_deref(),
+        Some("http://10.0.0.11:8080")
+    );
+    let invalid: Vec<_> = out
+        .anomalies
+        .iter()
+        .filter(|a| a.reason == AnomalyReason::InvalidAddress)
+        .collect();
+    assert_eq!(invalid.len(), hostile.len() + 1);
+    assert!(AnomalyReason::InvalidAddress.loses_information());
+
+    let mut v6 = slice("s6", vec![mk_endpoint(&pod(2), "10.0.0.12", true, false)]);
+    v6.address_type = "IPv6".into();
+    let out = idx.apply(&v6, t(1));
+    assert_eq!(reasons(&out), vec![AnomalyReason::InvalidAddress]);
+    assert_eq!(ids(&idx), vec!["instance-1"]);
+}
+
+#[test]
+fn a_health_port_out_of_range_gives_no_health_url() {
+    let mut s = slice("s1", vec![ready(0)]);
+    s.ports = Some(vec![mk_port("health", 70000), mk_port("vnc", 5901)]);
+    let mut idx = index();
+    idx.apply(&s, t(0));
+    assert_eq!(idx.instances()[0].health_url, None);
+    assert_eq!(idx.instances()[0].health_target(), None);
+}
+
+#[test]
+fn the_health_target_is_a_socket_address_parsed_from_the_health_url() {
+    let mut idx = index();
+    idx.apply(&slice("s1", vec![ready(0)]), t(0));
+    let mut instance = idx.instances()[0].clone();
+    assert_eq!(
+        instance.health_target(),
+        Some("10.0.0.10:8080".parse().unwrap())
+    );
+    for forged in [
+        "http://127.0.0.1:18990/internal/admin?x=:8080",
+        "http://evil/:8080",
+        "https://10.0.0.10:8080",
+        "http://10.0.0.10:8080/x",
+    ] {
+        instance.health_url = Some(forged.into());
+        assert_eq!(instance.health_target(), None, "{forged}");
+    }
+}
