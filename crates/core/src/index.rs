@@ -154,8 +154,6 @@ struct ServiceEntry {
     instances: HashMap<String, Instance>,
     /// Each pod (endpoint identity) → the slices holding it → its positions in that slice.
     pods: HashMap<String, BTreeMap<String, Vec<usize>>>,
-    /// The pods present with each ordinal; the first (by name) takes `instance-N`.
-    by_ordinal: HashMap<u32, BTreeSet<String>>,
 }
 
 impl ServiceEntry {
@@ -168,12 +166,6 @@ impl ServiceEntry {
                 .entry(name.to_owned())
                 .or_default()
                 .push(position);
-            if let Some(ordinal) = endpoint.ordinal {
-                self.by_ordinal
-                    .entry(ordinal)
-                    .or_default()
-                    .insert(endpoint.identity.clone());
-            }
             touched.insert(endpoint.identity.clone());
         }
     }
@@ -185,14 +177,6 @@ impl ServiceEntry {
                 holders.remove(name);
                 if holders.is_empty() {
                     self.pods.remove(&endpoint.identity);
-                    if let Some(ordinal) = endpoint.ordinal {
-                        if let Some(set) = self.by_ordinal.get_mut(&ordinal) {
-                            set.remove(&endpoint.identity);
-                            if set.is_empty() {
-                                self.by_ordinal.remove(&ordinal);
-                            }
-                        }
-                    }
                 }
             }
             touched.insert(endpoint.identity.clone());
@@ -349,7 +333,6 @@ impl EndpointIndex {
             let entry = self.services.entry(service.clone()).or_default();
             entry.slices = slices;
             entry.pods.clear();
-            entry.by_ordinal.clear();
             let mut ignored = BTreeSet::new();
             let slices = std::mem::take(&mut entry.slices);
             for (name, slice) in &slices {
@@ -469,39 +452,28 @@ impl EndpointIndex {
         self.recompute_pods(service, pods, now, deltas);
     }
 
-    /// Rebuilds the instances of the pods `touched` of `service` (and of the pods sharing
-    /// an ordinal with them) from the slices holding them, and appends the deltas.
+    /// Rebuilds the instances of the pods `touched` of `service` from the slices holding
+    /// them, and appends the deltas.
     fn recompute_pods(
         &mut self,
         service: &ServiceRef,
-        mut touched: BTreeSet<String>,
+        touched: BTreeSet<String>,
         now: DateTime<Utc>,
         deltas: &mut Vec<Delta>,
     ) {
         let Some(entry) = self.services.get_mut(service) else {
             return;
         };
-        let ordinals: BTreeSet<u32> = touched.iter().filter_map(|p| ordinal_of(p)).collect();
-        for ordinal in ordinals {
-            if let Some(pods) = entry.by_ordinal.get(&ordinal) {
-                touched.extend(pods.iter().cloned());
-            }
-        }
         let mut changes: Vec<Delta> = Vec::new();
         for pod in &touched {
             let key = format!("{}/{}/{}", service.namespace, service.name, pod);
             let old = entry.instances.remove(&key);
             let built = entry.pods.get(pod).map(|holders| {
-                let takes_ordinal = ordinal_of(pod)
-                    .and_then(|o| entry.by_ordinal.get(&o))
-                    .and_then(|set| set.first())
-                    .is_some_and(|first| first == pod);
                 build_instance(
                     &self.config,
                     service,
                     &entry.slices,
                     holders,
-                    takes_ordinal,
                     &self.metadata,
                     &self.probes,
                     now,
@@ -574,13 +546,23 @@ fn slice_name(slice: &EndpointSlice, anomalies: &mut Vec<Anomaly>) -> Option<Str
     }
 }
 
-/// The ordinal of a StatefulSet pod: the digits after the last `-`.
-pub fn ordinal_of(pod_name: &str) -> Option<u32> {
-    let (_, tail) = pod_name.rsplit_once('-')?;
-    if tail.is_empty() || !tail.bytes().all(|b| b.is_ascii_digit()) {
+/// The largest ordinal a pod can take: a bigger one is no emulator of a grid a browser
+/// could draw (`x-4294967295`), and the pod is listed by its name instead.
+pub const MAX_ORDINAL: u32 = 9999;
+
+/// The ordinal of a pod of the StatefulSet `statefulset`: the pod is named
+/// `<statefulset>-<N>`, N written as the StatefulSet controller writes it (no sign, no
+/// leading zero) and at most `max`. Any other pod (`aaa-0` beside `loco-loco-emulator-0`,
+/// a Deployment's pod) has none.
+pub fn statefulset_ordinal(pod_name: &str, statefulset: &str, max: u32) -> Option<u32> {
+    let tail = pod_name.strip_prefix(statefulset)?.strip_prefix('-')?;
+    if tail.is_empty()
+        || !tail.bytes().all(|b| b.is_ascii_digit())
+        || (tail.len() > 1 && tail.starts_with('0'))
+    {
         return None;
     }
-    tail.parse().ok()
+    tail.parse().ok().filter(|n| *n <= max)
 }
 
 /// The instance status from an endpoint's conditions.
@@ -716,7 +698,8 @@ fn parse_slice(
                 format!("endpoint {identity} has no targetRef"),
             );
         }
-        let ordinal = ordinal_of(&identity);
+        // The StatefulSet behind a lego-loco headless Service is named like the Service.
+        let ordinal = statefulset_ordinal(&identity, service_name, MAX_ORDINAL);
         if ordinal.is_none() {
             report(
                 AnomalyReason::NoOrdinal,
@@ -775,16 +758,12 @@ fn sort_addresses(addresses: &mut Vec<String>) {
 
 /// Builds the instance of one pod from the slices holding it (`holders`: slice name →
 /// the pod's positions in it), merged in slice-name order so the result never depends on
-/// the order events arrived in. `takes_ordinal`: this pod is the one of its ordinal that
-/// gets `instance-N` (another pod with the same ordinal, say of a second StatefulSet
-/// behind one Service, keeps its pod name as id).
-#[allow(clippy::too_many_arguments)]
+/// the order events arrived in.
 fn build_instance(
     config: &IndexConfig,
     service: &ServiceRef,
     slices: &BTreeMap<String, ParsedSlice>,
     holders: &BTreeMap<String, Vec<usize>>,
-    takes_ordinal: bool,
     metadata: &MetadataMap,
     probes: &HashMap<String, Probe>,
     now: DateTime<Utc>,
@@ -835,7 +814,7 @@ fn build_instance(
         sort_addresses(&mut m.addresses);
         m.hint_zones.sort();
         m.hint_zones.dedup();
-        let ordinal = m.first.ordinal.filter(|_| takes_ordinal);
+        let ordinal = m.first.ordinal;
         let pod_name = m.first.identity.clone();
         let hostname = m.first.hostname.clone().unwrap_or_else(|| pod_name.clone());
         let pod_ip = m.addresses.first().cloned();

@@ -709,22 +709,48 @@ fn normal_shapes_are_notes_and_only_lost_information_is_a_problem() {
 }
 
 #[test]
-fn two_pods_with_one_ordinal_get_distinct_ids() {
+fn only_pods_named_after_the_statefulset_take_ordinals() {
     let mut idx = index();
-    let a = mk_endpoint("alpha-0", "10.0.0.1", true, false);
-    let b = mk_endpoint("beta-0", "10.0.0.2", true, false);
-    idx.apply(&slice("a", vec![b, a]), t(0));
-    assert_eq!(ids(&idx), vec!["instance-0", "beta-0"]);
+    let intruder = mk_endpoint("aaa-0", "10.0.0.1", true, false);
+    let huge = mk_endpoint("x-4294967295", "10.0.0.2", true, false);
+    let own_huge = mk_endpoint(&pod(10_000), "10.0.0.3", true, false);
+    let padded = mk_endpoint("loco-loco-emulator-01", "10.0.0.4", true, false);
+    idx.apply(
+        &slice("a", vec![intruder, huge, own_huge, padded, ready(0)]),
+        t(0),
+    );
+    assert_eq!(
+        ids(&idx),
+        vec![
+            "instance-0",
+            "aaa-0",
+            "loco-loco-emulator-01",
+            "loco-loco-emulator-10000",
+            "x-4294967295"
+        ]
+    );
+    let first = idx.instances()[0].clone();
+    assert_eq!(first.pod_name, pod(0));
+    assert_eq!(first.name, "Windows 98 - Game Server");
+    assert_eq!(first.stream_url, "/proxy/vnc/instance-0");
+    assert!(idx.instances()[1..].iter().all(|i| i.ordinal.is_none()));
 }
 
 #[test]
-fn ordinal_parsing_takes_only_all_digit_suffixes() {
-    assert_eq!(ordinal_of("loco-loco-emulator-7"), Some(7));
-    assert_eq!(ordinal_of("web-12"), Some(12));
-    assert_eq!(ordinal_of("web-x2k91"), None);
-    assert_eq!(ordinal_of("web-"), None);
-    assert_eq!(ordinal_of("web"), None);
-    assert_eq!(ordinal_of("web-99999999999999"), None);
+fn ordinal_parsing_takes_only_the_statefulset_name_and_a_bounded_number() {
+    let ordinal = |pod: &str| statefulset_ordinal(pod, "loco-loco-emulator", MAX_ORDINAL);
+    assert_eq!(ordinal("loco-loco-emulator-7"), Some(7));
+    assert_eq!(ordinal("loco-loco-emulator-0"), Some(0));
+    assert_eq!(ordinal("loco-loco-emulator-9999"), Some(9999));
+    assert_eq!(ordinal("loco-loco-emulator-10000"), None);
+    assert_eq!(ordinal("loco-loco-emulator-07"), None);
+    assert_eq!(ordinal("loco-loco-emulator-x2k91"), None);
+    assert_eq!(ordinal("loco-loco-emulator-"), None);
+    assert_eq!(ordinal("loco-loco-emulator"), None);
+    assert_eq!(ordinal("loco-loco-emulator-1-2"), None);
+    assert_eq!(ordinal("web-12"), None);
+    assert_eq!(ordinal("x-4294967295"), None);
+    assert_eq!(ordinal("loco-loco-emulator-99999999999999"), None);
 }
 
 // ---- property test -------------------------------------------------------------------
@@ -755,7 +781,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Endpoints move between the 4 slices, a pod sits in several (dual-stack), and `other`
-/// names a pod `alt-N`, competing with `pod-N` for the ordinal N.
+/// names a pod `alt-N`, which is not named after the service and takes no ordinal.
 fn build(
     slice: usize,
     service: usize,
@@ -777,7 +803,7 @@ fn build(
                 2 => (false, true),
                 _ => (true, true),
             };
-            let name = if other { "alt" } else { "pod" };
+            let name = if other { "alt" } else { services[service] };
             let mut endpoint = mk_endpoint(&format!("{name}-{n}"), &address, serving, terminating);
             if ip == 2 {
                 endpoint.node_name = Some("node-b".into());
