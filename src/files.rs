@@ -7,6 +7,7 @@
 
 use crate::metrics as m;
 use crate::watch::Input;
+use loco_discovery_core::text::printable;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -54,7 +55,8 @@ pub async fn follow_file(
         match result {
             Ok(()) => last_error = None,
             Err(error) if last_error.as_ref() != Some(&error) => {
-                warn!(file = %path.display(), what, %error, "keeping the last good state");
+                warn!(file = %path.display(), what, error = %printable(&error),
+                      "keeping the last good state");
                 metrics::counter!(m::FILE_ERRORS, "file" => what).increment(1);
                 // A file that comes back unchanged after an error is loaded again.
                 if error.starts_with("cannot read") {
