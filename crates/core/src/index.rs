@@ -6,9 +6,9 @@
 //! Instances are merged per pod across every slice of the service, never slice by slice:
 //! endpoints move between slices and dual-stack pods sit in two slices, so a per-slice
 //! diff would report false remove/add pairs. But a pod's merged state depends only on the
-//! slices that hold it (and on which pod of its ordinal takes `instance-N`), so a slice
-//! event recomputes only the pods that slice held before or holds now, and the pods that
-//! share an ordinal with them: O(slice size) per event, not O(service size).
+//! slices that hold it (its ordinal comes from its own name), so a slice event recomputes
+//! only the pods that slice held before or holds now: O(slice size) per event, not
+//! O(service size).
 
 use crate::dns::{host_port, DnsNaming, EndpointName, HEADLESS_LABEL};
 use crate::metadata::MetadataMap;
