@@ -89,6 +89,7 @@ run() {
 
 run "unit tests of discovery-client.js" 60 unit/discovery-client.test.mjs
 run "unit tests of liveInstances.js" 60 unit/liveInstances.test.mjs
+run "unit tests of grid.js" 60 unit/grid.test.mjs
 run "browser tests (headless Chromium)" 200 browser/dashboard.test.mjs
 run "lego-loco integration in headless Chromium" 160 browser/lego-loco.test.mjs
 run "access control in headless Chromium" 160 browser/access.test.mjs

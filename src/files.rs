@@ -6,6 +6,7 @@
 //! state and is logged and counted once per distinct error.
 
 use crate::metrics as m;
+use loco_discovery_core::text::printable;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -53,7 +54,8 @@ pub async fn follow_file<T: Send>(
         match result {
             Ok(()) => last_error = None,
             Err(error) if last_error.as_ref() != Some(&error) => {
-                warn!(file = %path.display(), what, %error, "keeping the last good state");
+                warn!(file = %path.display(), what, error = %printable(&error),
+                      "keeping the last good state");
                 metrics::counter!(m::FILE_ERRORS, "file" => what).increment(1);
                 // A file that comes back unchanged after an error is loaded again.
                 if error.starts_with("cannot read") {

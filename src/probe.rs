@@ -40,6 +40,12 @@ impl ProbeConfig {
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes::Bytes>>;
 
+/// The URL a probe GETs: built from a parsed socket address (an IP and a port number)
+/// and the operator's path, never from a string that came from the cluster.
+pub fn probe_url(target: std::net::SocketAddr, path: &str) -> String {
+    format!("http://{target}{path}")
+}
+
 /// Probes one URL.
 async fn probe_once(client: &HttpClient, url: &str, timeout: Duration) -> Probe {
     let started = Instant::now();
@@ -91,10 +97,7 @@ pub async fn run_probes(
             .instances
             .into_iter()
             .filter(|i| i.status != Status::Offline)
-            .filter_map(|i| {
-                let base = i.health_url?;
-                Some((i.key, format!("{base}{}", config.path)))
-            })
+            .filter_map(|i| Some((i.key.clone(), probe_url(i.health_target()?, &config.path))))
             .collect();
         let probes = futures::stream::iter(targets)
             .map(|(key, url)| {
@@ -114,5 +117,22 @@ pub async fn run_probes(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_url_is_an_ip_a_port_and_the_configured_path() {
+        assert_eq!(
+            probe_url("10.0.0.1:8080".parse().unwrap(), "/health"),
+            "http://10.0.0.1:8080/health"
+        );
+        assert_eq!(
+            probe_url("[fd00::1]:8080".parse().unwrap(), "/health"),
+            "http://[fd00::1]:8080/health"
+        );
     }
 }

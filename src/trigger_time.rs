@@ -137,7 +137,7 @@ pub fn record(
         }
         Judgement::Skip(reason) => {
             debug!(
-                service,
+                service = %loco_discovery_core::text::printable(service),
                 reason = reason.as_str(),
                 "trigger time not measured"
             );

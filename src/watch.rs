@@ -21,6 +21,7 @@ use loco_discovery_core::index::{
 };
 use loco_discovery_core::metadata::MetadataMap;
 use loco_discovery_core::model::Probe;
+use loco_discovery_core::text::printable;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,8 +116,8 @@ fn decode(object: DynamicObject, target: &WatchTarget) -> Option<EndpointSlice> 
 }
 
 fn report_undecodable(name: &str, target: &WatchTarget, error: &str) {
-    warn!(namespace = %target.namespace, slice = %name, reason = "undecodable", %error,
-          "skipping an EndpointSlice that does not decode");
+    warn!(namespace = %target.namespace, slice = %printable(name), reason = "undecodable",
+          error = %printable(error), "skipping an EndpointSlice that does not decode");
     metrics::counter!(m::MALFORMED_OBJECTS, "reason" => "undecodable").increment(1);
 }
 
@@ -153,12 +154,14 @@ fn changed_slice(
 fn report_anomalies(anomalies: &[Anomaly]) {
     for a in anomalies {
         if a.reason.loses_information() {
-            warn!(namespace = %a.namespace, slice = %a.slice, reason = a.reason.as_str(),
-                  detail = %a.detail, "EndpointSlice content skipped or merged");
+            warn!(namespace = %printable(&a.namespace), slice = %printable(&a.slice),
+                  reason = a.reason.as_str(), detail = %printable(&a.detail),
+                  "EndpointSlice content skipped or merged");
             metrics::counter!(m::MALFORMED_OBJECTS, "reason" => a.reason.as_str()).increment(1);
         } else {
-            debug!(namespace = %a.namespace, slice = %a.slice, reason = a.reason.as_str(),
-                   detail = %a.detail, "EndpointSlice note");
+            debug!(namespace = %printable(&a.namespace), slice = %printable(&a.slice),
+                   reason = a.reason.as_str(), detail = %printable(&a.detail),
+                   "EndpointSlice note");
         }
     }
 }
@@ -166,7 +169,8 @@ fn report_anomalies(anomalies: &[Anomaly]) {
 fn publish(hub: &Hub, outcome: Outcome, origin: &str, change_time: Option<DateTime<Utc>>) {
     report_anomalies(&outcome.anomalies);
     for delta in &outcome.deltas {
-        debug!(kind = %delta.kind, service = %delta.service, instance = %delta.instance_id, "delta");
+        debug!(kind = %delta.kind, service = %printable(&delta.service),
+               instance = %printable(&delta.instance_id), "delta");
         metrics::counter!(m::DELTAS, "type" => delta.kind.as_str()).increment(1);
     }
     hub.publish_change(&outcome.deltas, origin, change_time, Utc::now());
@@ -315,7 +319,9 @@ fn endpoints_events(client: kube::Client, target: &WatchTarget) -> SourceStream 
         match serde_json::from_value::<Endpoints>(value) {
             Ok(endpoints) => Some(endpoints),
             Err(error) => {
-                warn!(endpoints = %name, reason = "undecodable", %error, "skipping an Endpoints object that does not decode");
+                warn!(endpoints = %printable(&name), reason = "undecodable",
+                      error = %printable(&error.to_string()),
+                      "skipping an Endpoints object that does not decode");
                 metrics::counter!(m::MALFORMED_OBJECTS, "reason" => "undecodable").increment(1);
                 None
             }
@@ -639,7 +645,7 @@ pub async fn run_discovery(
                     Ok(listed) if !known.listing() && events.is_some() => listed,
                     Ok(_) => continue,
                     Err(error) => {
-                        debug!(%error, "consistency check: the list failed; the watch will tell");
+                        debug!(error = %printable(&error.to_string()), "consistency check: the list failed; the watch will tell");
                         continue;
                     }
                 };
@@ -672,8 +678,9 @@ pub async fn run_discovery(
         };
         if let SourceEvent::Failed(reason, error) = &event {
             let delay = delays.next().unwrap_or(backoff.max);
-            warn!(namespace = %target.namespace, services = ?target.services, reason, %error,
-                  retry_in = ?delay, "watch error; listing again after a backoff");
+            warn!(namespace = %target.namespace, services = ?target.services, reason,
+                  error = %printable(&error.to_string()), retry_in = ?delay,
+                  "watch error; listing again after a backoff");
             metrics::counter!(m::WATCH_ERRORS, "reason" => *reason).increment(1);
             failing = true;
             hub.mark_unsynced();
@@ -810,5 +817,65 @@ mod tests {
             "http_4xx"
         );
         assert_eq!(error_reason(&watcher::Error::NoResourceVersion), "decode");
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+    use loco_discovery_core::index::AnomalyReason;
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `f` logs through the gateway's human log format.
+    fn logged(f: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    const FORGED: &str = "x\n2026-11-29T00:00:00Z ERROR forged: admin logged in";
+
+    #[test]
+    fn a_hostile_name_from_the_cluster_logs_as_one_line() {
+        let out = logged(|| {
+            report_anomalies(&[Anomaly {
+                reason: AnomalyReason::DuplicateEndpoint,
+                namespace: FORGED.into(),
+                slice: FORGED.into(),
+                detail: format!("endpoint {FORGED} listed twice"),
+            }]);
+            let target = WatchTarget {
+                namespace: "loco".into(),
+                services: vec![],
+            };
+            report_undecodable(FORGED, &target, FORGED);
+        });
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(!out.contains("\n2026-11-29T00:00:00Z ERROR"), "{out}");
+        assert!(
+            out.contains("x\\n2026-11-29T00:00:00Z ERROR forged"),
+            "{out}"
+        );
     }
 }

@@ -1,7 +1,7 @@
 // The dashboard: the lego-loco instance grid, live from the gateway's event stream.
-import { subscribe, sortInstances, tokenFromFragment } from './discovery-client.js';
+import { subscribe, tokenFromFragment } from './discovery-client.js';
+import { slotsByService } from './grid.js';
 
-const SLOTS = 9; // the lego-loco grid's default size
 const LOG_SIZE = 12;
 
 const STATUS = {
@@ -76,45 +76,6 @@ function shortName(instance) {
 }
 
 // ---- the grid -------------------------------------------------------------------------
-
-/**
- * Slots to draw per service (in the gateway's order of services): nine by default, more
- * when the service has more.
- */
-function slotsByService(instances, filtered, services = []) {
-  const groups = new Map();
-  for (const instance of sortInstances(instances)) {
-    const group = `${instance.namespace ?? ''}/${instance.service ?? ''}`;
-    if (!groups.has(group)) groups.set(group, []);
-    groups.get(group).push(instance);
-  }
-  const result = [];
-  for (const [group, list] of groups) {
-    const byOrdinal = new Map();
-    const unordered = [];
-    for (const instance of list) {
-      if (Number.isInteger(instance.ordinal) && !byOrdinal.has(instance.ordinal)) byOrdinal.set(instance.ordinal, instance);
-      else unordered.push(instance);
-    }
-    const slots = [];
-    if (filtered) {
-      for (const instance of list) slots.push({ id: `i:${instance.key}`, instance, ordinal: instance.ordinal });
-    } else {
-      const top = Math.max(SLOTS, ...[...byOrdinal.keys()].map((o) => o + 1));
-      for (let ordinal = 0; ordinal < top; ordinal++) {
-        const instance = byOrdinal.get(ordinal);
-        slots.push({ id: instance ? `i:${instance.key}` : `e:${group}/${ordinal}`, instance, ordinal });
-      }
-      for (const instance of unordered) slots.push({ id: `i:${instance.key}`, instance, ordinal: instance.ordinal });
-    }
-    result.push({ group, service: list[0].service, namespace: list[0].namespace, slots });
-  }
-  const rank = (service) => {
-    const n = services.indexOf(service);
-    return n === -1 ? services.length : n;
-  };
-  return result.sort((a, b) => rank(a.service) - rank(b.service));
-}
 
 function portsList(ports) {
   // The VNC port first: it is the one a viewer connects to.

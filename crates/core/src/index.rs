@@ -3,9 +3,12 @@
 //! Pure and synchronous: no I/O, no clock (the caller passes `now`), no logging. Problems
 //! found in an object come back as [`Anomaly`] values for the caller to log and count.
 //!
-//! Every change recomputes the *whole* service from all its slices and diffs the result
-//! against the previous instance set: endpoints move between slices and dual-stack pods
-//! sit in two slices, so a per-slice diff would report false remove/add pairs.
+//! Instances are merged per pod across every slice of the service, never slice by slice:
+//! endpoints move between slices and dual-stack pods sit in two slices, so a per-slice
+//! diff would report false remove/add pairs. But a pod's merged state depends only on the
+//! slices that hold it (its ordinal comes from its own name), so a slice event recomputes
+//! only the pods that slice held before or holds now: O(slice size) per event, not
+//! O(service size).
 
 use crate::dns::{host_port, DnsNaming, EndpointName, HEADLESS_LABEL};
 use crate::metadata::MetadataMap;
@@ -15,7 +18,7 @@ use crate::model::{
 };
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -64,6 +67,9 @@ pub enum AnomalyReason {
     NoOrdinal,
     /// The same pod twice in one slice; the entries are merged.
     DuplicateEndpoint,
+    /// An address that is not an IP of the slice's address type (`999.1.1.1`, a URL, an
+    /// IPv6 address in an IPv4 slice); it is dropped, never published nor probed.
+    InvalidAddress,
 }
 
 impl AnomalyReason {
@@ -78,6 +84,7 @@ impl AnomalyReason {
             AnomalyReason::UnnamedPort => "unnamed_port",
             AnomalyReason::NoOrdinal => "no_ordinal",
             AnomalyReason::DuplicateEndpoint => "duplicate_endpoint",
+            AnomalyReason::InvalidAddress => "invalid_address",
         }
     }
 
@@ -91,7 +98,8 @@ impl AnomalyReason {
             | AnomalyReason::UnsupportedAddressType
             | AnomalyReason::NoAddresses
             | AnomalyReason::UnnamedPort
-            | AnomalyReason::DuplicateEndpoint => true,
+            | AnomalyReason::DuplicateEndpoint
+            | AnomalyReason::InvalidAddress => true,
             AnomalyReason::NoTargetRef | AnomalyReason::NoOrdinal => false,
         }
     }
@@ -144,6 +152,43 @@ struct ServiceEntry {
     slices: BTreeMap<String, ParsedSlice>,
     /// Instances by key.
     instances: HashMap<String, Instance>,
+    /// Each pod (endpoint identity) → the slices holding it → its positions in that slice.
+    pods: HashMap<String, BTreeMap<String, Vec<usize>>>,
+}
+
+impl ServiceEntry {
+    /// Records the pods of `slice` (named `name`) as held by it; notes them in `touched`.
+    fn attach(&mut self, name: &str, slice: &ParsedSlice, touched: &mut BTreeSet<String>) {
+        for (position, endpoint) in slice.endpoints.iter().enumerate() {
+            self.pods
+                .entry(endpoint.identity.clone())
+                .or_default()
+                .entry(name.to_owned())
+                .or_default()
+                .push(position);
+            touched.insert(endpoint.identity.clone());
+        }
+    }
+
+    /// Forgets that `slice` (named `name`) holds its pods; notes them in `touched`.
+    fn detach(&mut self, name: &str, slice: &ParsedSlice, touched: &mut BTreeSet<String>) {
+        for endpoint in &slice.endpoints {
+            if let Some(holders) = self.pods.get_mut(&endpoint.identity) {
+                holders.remove(name);
+                if holders.is_empty() {
+                    self.pods.remove(&endpoint.identity);
+                }
+            }
+            touched.insert(endpoint.identity.clone());
+        }
+    }
+
+    /// Every pod held by a slice or published as an instance.
+    fn all_pods(&self) -> BTreeSet<String> {
+        let mut all: BTreeSet<String> = self.pods.keys().cloned().collect();
+        all.extend(self.instances.values().map(|i| i.pod_name.clone()));
+        all
+    }
 }
 
 /// The materialized view: every watched service's slices and the instances behind them.
@@ -195,28 +240,30 @@ impl EndpointIndex {
         let namespace = slice.metadata.namespace.clone().unwrap_or_default();
         let parsed = parse_slice(slice, &namespace, &name, &mut outcome.anomalies);
         let key = (namespace, name.clone());
-        let mut touched = Vec::new();
         let previous_owner = self.slice_owner.remove(&key);
+        let mut touched = BTreeSet::new();
         if let Some(owner) = &previous_owner {
             if let Some(entry) = self.services.get_mut(owner) {
-                entry.slices.remove(&name);
+                if let Some(old) = entry.slices.remove(&name) {
+                    entry.detach(&name, &old, &mut touched);
+                }
             }
-            touched.push(owner.clone());
+        }
+        let new_owner = parsed.as_ref().map(|p| p.service.clone());
+        if let Some(owner) = previous_owner
+            .as_ref()
+            .filter(|o| new_owner.as_ref() != Some(*o))
+        {
+            let pods = std::mem::take(&mut touched);
+            self.recompute_pods(owner, pods, now, &mut outcome.deltas);
         }
         if let Some(parsed) = parsed {
             let owner = parsed.service.clone();
             self.slice_owner.insert(key, owner.clone());
-            self.services
-                .entry(owner.clone())
-                .or_default()
-                .slices
-                .insert(name, parsed);
-            if previous_owner.as_ref() != Some(&owner) {
-                touched.push(owner);
-            }
-        }
-        for service in touched {
-            self.recompute(&service, now, &mut outcome.deltas);
+            let entry = self.services.entry(owner.clone()).or_default();
+            entry.attach(&name, &parsed, &mut touched);
+            entry.slices.insert(name, parsed);
+            self.recompute_pods(&owner, touched, now, &mut outcome.deltas);
         }
         outcome
     }
@@ -229,10 +276,13 @@ impl EndpointIndex {
         };
         let namespace = slice.metadata.namespace.clone().unwrap_or_default();
         if let Some(owner) = self.slice_owner.remove(&(namespace, name.clone())) {
+            let mut touched = BTreeSet::new();
             if let Some(entry) = self.services.get_mut(&owner) {
-                entry.slices.remove(&name);
+                if let Some(old) = entry.slices.remove(&name) {
+                    entry.detach(&name, &old, &mut touched);
+                }
             }
-            self.recompute(&owner, now, &mut outcome.deltas);
+            self.recompute_pods(&owner, touched, now, &mut outcome.deltas);
         }
         outcome
     }
@@ -280,7 +330,15 @@ impl EndpointIndex {
                 .get_mut(service)
                 .map(|e| std::mem::take(&mut e.slices))
                 .unwrap_or_default();
-            self.services.entry(service.clone()).or_default().slices = slices;
+            let entry = self.services.entry(service.clone()).or_default();
+            entry.slices = slices;
+            entry.pods.clear();
+            let mut ignored = BTreeSet::new();
+            let slices = std::mem::take(&mut entry.slices);
+            for (name, slice) in &slices {
+                entry.attach(name, slice, &mut ignored);
+            }
+            entry.slices = slices;
         }
         self.slice_owner = owners;
         for service in &services {
@@ -353,7 +411,8 @@ impl EndpointIndex {
         }
         self.probes.insert(key.to_owned(), probe);
         self.overlay = None;
-        self.recompute(&service, now, &mut outcome.deltas);
+        let pod = self.services[&service].instances[key].pod_name.clone();
+        self.recompute_pods(&service, BTreeSet::from([pod]), now, &mut outcome.deltas);
         outcome
     }
 
@@ -384,57 +443,79 @@ impl EndpointIndex {
         list
     }
 
-    /// Rebuilds the instances of `service` from its slices and appends the deltas.
+    /// Rebuilds every instance of `service` and appends the deltas.
     fn recompute(&mut self, service: &ServiceRef, now: DateTime<Utc>, deltas: &mut Vec<Delta>) {
+        let Some(entry) = self.services.get(service) else {
+            return;
+        };
+        let pods = entry.all_pods();
+        self.recompute_pods(service, pods, now, deltas);
+    }
+
+    /// Rebuilds the instances of the pods `touched` of `service` from the slices holding
+    /// them, and appends the deltas.
+    fn recompute_pods(
+        &mut self,
+        service: &ServiceRef,
+        touched: BTreeSet<String>,
+        now: DateTime<Utc>,
+        deltas: &mut Vec<Delta>,
+    ) {
         let Some(entry) = self.services.get_mut(service) else {
             return;
         };
-        let built = build_instances(
-            &self.config,
-            service,
-            &entry.slices,
-            &self.metadata,
-            &self.probes,
-            now,
-        );
-        let old = std::mem::take(&mut entry.instances);
-        let mut next: HashMap<String, Instance> = HashMap::with_capacity(built.len());
         let mut changes: Vec<Delta> = Vec::new();
-        for mut instance in built {
-            match old.get(&instance.key) {
-                None => changes.push(delta(DeltaKind::InstanceAdded, None, &instance)),
-                Some(previous) if previous.status == instance.status => {
-                    instance.health.last_transition = previous.health.last_transition;
-                    if *previous != instance {
-                        changes.push(delta(DeltaKind::InstanceUpdated, None, &instance));
+        for pod in &touched {
+            let key = format!("{}/{}/{}", service.namespace, service.name, pod);
+            let old = entry.instances.remove(&key);
+            let built = entry.pods.get(pod).map(|holders| {
+                build_instance(
+                    &self.config,
+                    service,
+                    &entry.slices,
+                    holders,
+                    &self.metadata,
+                    &self.probes,
+                    now,
+                )
+            });
+            match (old, built) {
+                (None, None) => {}
+                (Some(previous), None) => {
+                    if self.probes.remove(&key).is_some() {
+                        self.overlay = None;
                     }
+                    changes.push(delta(DeltaKind::InstanceRemoved, None, &previous));
                 }
-                Some(_) => {
-                    let (kind, reason) = match instance.status {
-                        Status::Ready => (DeltaKind::InstanceReady, None),
-                        Status::Offline => (DeltaKind::InstanceNotReady, Some("terminating")),
-                        Status::Degraded => (DeltaKind::InstanceNotReady, Some("probe-failing")),
-                        Status::Booting => (DeltaKind::InstanceNotReady, Some("not-serving")),
-                    };
-                    changes.push(delta(kind, reason, &instance));
+                (None, Some(instance)) => {
+                    changes.push(delta(DeltaKind::InstanceAdded, None, &instance));
+                    entry.instances.insert(key, instance);
                 }
-            }
-            next.insert(instance.key.clone(), instance);
-        }
-        for (key, previous) in old {
-            if !next.contains_key(&key) {
-                if self.probes.remove(&key).is_some() {
-                    self.overlay = None;
+                (Some(previous), Some(mut instance)) => {
+                    if previous.status == instance.status {
+                        instance.health.last_transition = previous.health.last_transition;
+                        if previous != instance {
+                            changes.push(delta(DeltaKind::InstanceUpdated, None, &instance));
+                        }
+                    } else {
+                        let (kind, reason) = match instance.status {
+                            Status::Ready => (DeltaKind::InstanceReady, None),
+                            Status::Offline => (DeltaKind::InstanceNotReady, Some("terminating")),
+                            Status::Degraded => {
+                                (DeltaKind::InstanceNotReady, Some("probe-failing"))
+                            }
+                            Status::Booting => (DeltaKind::InstanceNotReady, Some("not-serving")),
+                        };
+                        changes.push(delta(kind, reason, &instance));
+                    }
+                    entry.instances.insert(key, instance);
                 }
-                changes.push(delta(DeltaKind::InstanceRemoved, None, &previous));
             }
         }
         changes.sort_by(|a, b| a.instance.sort_key().cmp(&b.instance.sort_key()));
         deltas.extend(changes);
-        if next.is_empty() && entry.slices.is_empty() {
+        if entry.instances.is_empty() && entry.slices.is_empty() {
             self.services.remove(service);
-        } else {
-            entry.instances = next;
         }
     }
 }
@@ -465,13 +546,23 @@ fn slice_name(slice: &EndpointSlice, anomalies: &mut Vec<Anomaly>) -> Option<Str
     }
 }
 
-/// The ordinal of a StatefulSet pod: the digits after the last `-`.
-pub fn ordinal_of(pod_name: &str) -> Option<u32> {
-    let (_, tail) = pod_name.rsplit_once('-')?;
-    if tail.is_empty() || !tail.bytes().all(|b| b.is_ascii_digit()) {
+/// The largest ordinal a pod can take: a bigger one is no emulator of a grid a browser
+/// could draw (`x-4294967295`), and the pod is listed by its name instead.
+pub const MAX_ORDINAL: u32 = 9999;
+
+/// The ordinal of a pod of the StatefulSet `statefulset`: the pod is named
+/// `<statefulset>-<N>`, N written as the StatefulSet controller writes it (no sign, no
+/// leading zero) and at most `max`. Any other pod (`aaa-0` beside `loco-loco-emulator-0`,
+/// a Deployment's pod) has none.
+pub fn statefulset_ordinal(pod_name: &str, statefulset: &str, max: u32) -> Option<u32> {
+    let tail = pod_name.strip_prefix(statefulset)?.strip_prefix('-')?;
+    if tail.is_empty()
+        || !tail.bytes().all(|b| b.is_ascii_digit())
+        || (tail.len() > 1 && tail.starts_with('0'))
+    {
         return None;
     }
-    tail.parse().ok()
+    tail.parse().ok().filter(|n| *n <= max)
 }
 
 /// The instance status from an endpoint's conditions.
@@ -553,17 +644,35 @@ fn parse_slice(
     let mut endpoints = Vec::with_capacity(slice.endpoints.len());
     let mut seen = HashSet::new();
     for (position, endpoint) in slice.endpoints.iter().enumerate() {
-        let addresses: Vec<String> = endpoint
-            .addresses
-            .iter()
-            .filter(|a| !a.is_empty())
-            .cloned()
-            .collect();
+        let given = endpoint.addresses.iter().filter(|a| !a.is_empty());
+        let mut addresses: Vec<String> = Vec::with_capacity(endpoint.addresses.len());
+        let mut invalid = 0;
+        for address in given {
+            let valid = match address.parse::<IpAddr>() {
+                Ok(IpAddr::V4(_)) => slice.address_type == "IPv4",
+                Ok(IpAddr::V6(_)) => slice.address_type == "IPv6",
+                Err(_) => false,
+            };
+            if valid {
+                addresses.push(address.clone());
+            } else {
+                invalid += 1;
+                report(
+                    AnomalyReason::InvalidAddress,
+                    format!(
+                        "endpoint {position}: {address:?} is not an {} address",
+                        slice.address_type
+                    ),
+                );
+            }
+        }
         if addresses.is_empty() {
-            report(
-                AnomalyReason::NoAddresses,
-                format!("endpoint {position} has no address"),
-            );
+            if invalid == 0 {
+                report(
+                    AnomalyReason::NoAddresses,
+                    format!("endpoint {position} has no address"),
+                );
+            }
             continue;
         }
         let target_ref = endpoint
@@ -589,7 +698,8 @@ fn parse_slice(
                 format!("endpoint {identity} has no targetRef"),
             );
         }
-        let ordinal = ordinal_of(&identity);
+        // The StatefulSet behind a lego-loco headless Service is named like the Service.
+        let ordinal = statefulset_ordinal(&identity, service_name, MAX_ORDINAL);
         if ordinal.is_none() {
             report(
                 AnomalyReason::NoOrdinal,
@@ -646,16 +756,18 @@ fn sort_addresses(addresses: &mut Vec<String>) {
     addresses.dedup();
 }
 
-/// Builds the instances of one service from its slices (in slice-name order, so the
-/// result never depends on the order events arrived in).
-fn build_instances(
+/// Builds the instance of one pod from the slices holding it (`holders`: slice name →
+/// the pod's positions in it), merged in slice-name order so the result never depends on
+/// the order events arrived in.
+fn build_instance(
     config: &IndexConfig,
     service: &ServiceRef,
     slices: &BTreeMap<String, ParsedSlice>,
+    holders: &BTreeMap<String, Vec<usize>>,
     metadata: &MetadataMap,
     probes: &HashMap<String, Probe>,
     now: DateTime<Utc>,
-) -> Vec<Instance> {
+) -> Instance {
     struct Merged<'a> {
         first: &'a ParsedEndpoint,
         addresses: Vec<String>,
@@ -666,21 +778,21 @@ fn build_instances(
         hint_zones: Vec<String>,
         headless: bool,
     }
-    let mut merged: BTreeMap<&str, Merged> = BTreeMap::new();
-    for slice in slices.values() {
-        for endpoint in &slice.endpoints {
-            let entry = merged
-                .entry(endpoint.identity.as_str())
-                .or_insert_with(|| Merged {
-                    first: endpoint,
-                    addresses: Vec::new(),
-                    status: endpoint.status,
-                    ports: BTreeMap::new(),
-                    node_name: None,
-                    zone: None,
-                    hint_zones: Vec::new(),
-                    headless: false,
-                });
+    let mut merged: Option<Merged> = None;
+    for (slice_name, positions) in holders {
+        let slice = &slices[slice_name];
+        for &position in positions {
+            let endpoint = &slice.endpoints[position];
+            let entry = merged.get_or_insert_with(|| Merged {
+                first: endpoint,
+                addresses: Vec::new(),
+                status: endpoint.status,
+                ports: BTreeMap::new(),
+                node_name: None,
+                zone: None,
+                hint_zones: Vec::new(),
+                headless: false,
+            });
             entry.headless |= slice.headless;
             entry.addresses.extend(endpoint.addresses.iter().cloned());
             // The most available condition wins, so the result is order-independent.
@@ -697,101 +809,100 @@ fn build_instances(
             entry.hint_zones.extend(endpoint.hint_zones.iter().cloned());
         }
     }
-    // `instance-N` goes to one pod per ordinal; another pod with the same ordinal (two
-    // StatefulSets behind one Service) keeps its pod name as id.
-    let mut taken_ordinals = HashSet::new();
-    merged
-        .into_values()
-        .map(|mut m| {
-            sort_addresses(&mut m.addresses);
-            m.hint_zones.sort();
-            m.hint_zones.dedup();
-            let ordinal = m.first.ordinal.filter(|o| taken_ordinals.insert(*o));
-            let pod_name = m.first.identity.clone();
-            let hostname = m.first.hostname.clone().unwrap_or_else(|| pod_name.clone());
-            let pod_ip = m.addresses.first().cloned();
-            let address = pod_ip.as_deref().unwrap_or(&pod_name);
-            let dns_name = config.dns.name_of(
-                EndpointName {
-                    headless: m.headless,
-                    hostname: m.first.hostname.as_deref(),
-                    pod: m.first.target_ref.as_ref().map(|r| r.name.as_str()),
-                    address,
-                },
-                &service.name,
-                &service.namespace,
-            );
-            let id = match ordinal {
-                Some(n) => format!("instance-{n}"),
-                None => pod_name.clone(),
-            };
-            let hints = metadata.lookup(&pod_name, m.first.ordinal);
-            let name = match (hints.and_then(|h| h.name.clone()), ordinal) {
-                (Some(name), _) => name,
-                (None, Some(0)) => "Windows 98 - Game Server".to_owned(),
-                (None, Some(n)) => format!("Windows 98 - Client {n}"),
-                (None, None) => pod_name.clone(),
-            };
-            let key = format!("{}/{}/{}", service.namespace, service.name, pod_name);
-            let probe = probes.get(&key).cloned();
-            let vnc_port = m
-                .ports
-                .get("vnc")
-                .copied()
-                .unwrap_or(config.default_vnc_port);
-            let health_port = m
-                .ports
-                .get("health")
-                .copied()
-                .unwrap_or(config.default_health_port);
-            let vnc_url = host_port(dns_name.as_deref().unwrap_or(address), vnc_port);
-            let health_url = pod_ip
-                .as_deref()
-                .map(|ip| format!("http://{}", host_port(ip, health_port)));
-            let status = match (&probe, m.status) {
-                (Some(p), Status::Ready) if !p.reachable => Status::Degraded,
-                (_, status) => status,
-            };
-            Instance {
-                key,
-                description: hints.and_then(|h| h.description.clone()),
-                tags: hints.map(|h| h.tags.clone()).unwrap_or_default(),
-                probe,
-                stream_url: format!("/proxy/vnc/{id}"),
-                vnc_url,
-                id,
-                ordinal,
-                name,
-                status,
-                ready: status == Status::Ready,
-                provisioned: true,
-                service: service.name.clone(),
+    let mut m = merged.expect("a pod is held by at least one endpoint");
+    {
+        sort_addresses(&mut m.addresses);
+        m.hint_zones.sort();
+        m.hint_zones.dedup();
+        let ordinal = m.first.ordinal;
+        let pod_name = m.first.identity.clone();
+        let hostname = m.first.hostname.clone().unwrap_or_else(|| pod_name.clone());
+        let pod_ip = m.addresses.first().cloned();
+        let address = pod_ip.as_deref().unwrap_or(&pod_name);
+        let dns_name = config.dns.name_of(
+            EndpointName {
+                headless: m.headless,
+                hostname: m.first.hostname.as_deref(),
+                pod: m.first.target_ref.as_ref().map(|r| r.name.as_str()),
+                address,
+            },
+            &service.name,
+            &service.namespace,
+        );
+        let id = match ordinal {
+            Some(n) => format!("instance-{n}"),
+            None => pod_name.clone(),
+        };
+        let hints = metadata.lookup(&pod_name, m.first.ordinal);
+        let name = match (hints.and_then(|h| h.name.clone()), ordinal) {
+            (Some(name), _) => name,
+            (None, Some(0)) => "Windows 98 - Game Server".to_owned(),
+            (None, Some(n)) => format!("Windows 98 - Client {n}"),
+            (None, None) => pod_name.clone(),
+        };
+        let key = format!("{}/{}/{}", service.namespace, service.name, pod_name);
+        let probe = probes.get(&key).cloned();
+        let vnc_port = m
+            .ports
+            .get("vnc")
+            .copied()
+            .unwrap_or(config.default_vnc_port);
+        let health_port = m
+            .ports
+            .get("health")
+            .copied()
+            .unwrap_or(config.default_health_port);
+        let vnc_url = host_port(dns_name.as_deref().unwrap_or(address), vnc_port);
+        // Only from a parsed IP and a port number: nothing else from the cluster shapes
+        // a probe's target.
+        let health_url = pod_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .zip(u16::try_from(health_port).ok().filter(|p| *p != 0))
+            .map(|(ip, port)| format!("http://{}", std::net::SocketAddr::new(ip, port)));
+        let status = match (&probe, m.status) {
+            (Some(p), Status::Ready) if !p.reachable => Status::Degraded,
+            (_, status) => status,
+        };
+        Instance {
+            key,
+            description: hints.and_then(|h| h.description.clone()),
+            tags: hints.map(|h| h.tags.clone()).unwrap_or_default(),
+            probe,
+            stream_url: format!("/proxy/vnc/{id}"),
+            vnc_url,
+            id,
+            ordinal,
+            name,
+            status,
+            ready: status == Status::Ready,
+            provisioned: true,
+            service: service.name.clone(),
+            namespace: service.namespace.clone(),
+            addresses: Addresses {
+                pod_ip,
+                pod_ips: m.addresses,
+                hostname,
+                dns_name,
+            },
+            ports: m.ports,
+            health: Health {
+                ready: status == Status::Ready || status == Status::Degraded,
+                last_transition: now,
+                details: status.details().to_owned(),
+            },
+            health_url,
+            kubernetes: KubernetesInfo {
                 namespace: service.namespace.clone(),
-                addresses: Addresses {
-                    pod_ip,
-                    pod_ips: m.addresses,
-                    hostname,
-                    dns_name,
-                },
-                ports: m.ports,
-                health: Health {
-                    ready: status == Status::Ready || status == Status::Degraded,
-                    last_transition: now,
-                    details: status.details().to_owned(),
-                },
-                health_url,
-                kubernetes: KubernetesInfo {
-                    namespace: service.namespace.clone(),
-                    service: service.name.clone(),
-                    node_name: m.node_name,
-                    zone: m.zone,
-                    hint_zones: m.hint_zones,
-                    target_ref: m.first.target_ref.clone(),
-                },
-                pod_name,
-            }
-        })
-        .collect()
+                service: service.name.clone(),
+                node_name: m.node_name,
+                zone: m.zone,
+                hint_zones: m.hint_zones,
+                target_ref: m.first.target_ref.clone(),
+            },
+            pod_name,
+        }
+    }
 }
 
 #[cfg(test)]

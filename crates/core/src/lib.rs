@@ -15,3 +15,4 @@ pub mod metadata;
 pub mod metrics;
 pub mod model;
 pub mod slices;
+pub mod text;

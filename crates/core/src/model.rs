@@ -256,6 +256,17 @@ mod status_words {
 }
 
 impl Instance {
+    /// Where a health probe may go: `healthUrl` only when it is exactly `http://` and a
+    /// socket address (an IP and a numeric port), as the index builds it; `None` for
+    /// anything else, so no string from the cluster ever shapes a probe's target.
+    pub fn health_target(&self) -> Option<std::net::SocketAddr> {
+        self.health_url
+            .as_deref()?
+            .strip_prefix("http://")?
+            .parse()
+            .ok()
+    }
+
     /// The order the lego-loco grid fills its slots in: by ordinal, then by pod name.
     pub fn sort_key(&self) -> (u32, &str, &str) {
         (

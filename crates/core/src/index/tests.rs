@@ -709,22 +709,48 @@ fn normal_shapes_are_notes_and_only_lost_information_is_a_problem() {
 }
 
 #[test]
-fn two_pods_with_one_ordinal_get_distinct_ids() {
+fn only_pods_named_after_the_statefulset_take_ordinals() {
     let mut idx = index();
-    let a = mk_endpoint("alpha-0", "10.0.0.1", true, false);
-    let b = mk_endpoint("beta-0", "10.0.0.2", true, false);
-    idx.apply(&slice("a", vec![b, a]), t(0));
-    assert_eq!(ids(&idx), vec!["instance-0", "beta-0"]);
+    let intruder = mk_endpoint("aaa-0", "10.0.0.1", true, false);
+    let huge = mk_endpoint("x-4294967295", "10.0.0.2", true, false);
+    let own_huge = mk_endpoint(&pod(10_000), "10.0.0.3", true, false);
+    let padded = mk_endpoint("loco-loco-emulator-01", "10.0.0.4", true, false);
+    idx.apply(
+        &slice("a", vec![intruder, huge, own_huge, padded, ready(0)]),
+        t(0),
+    );
+    assert_eq!(
+        ids(&idx),
+        vec![
+            "instance-0",
+            "aaa-0",
+            "loco-loco-emulator-01",
+            "loco-loco-emulator-10000",
+            "x-4294967295"
+        ]
+    );
+    let first = idx.instances()[0].clone();
+    assert_eq!(first.pod_name, pod(0));
+    assert_eq!(first.name, "Windows 98 - Game Server");
+    assert_eq!(first.stream_url, "/proxy/vnc/instance-0");
+    assert!(idx.instances()[1..].iter().all(|i| i.ordinal.is_none()));
 }
 
 #[test]
-fn ordinal_parsing_takes_only_all_digit_suffixes() {
-    assert_eq!(ordinal_of("loco-loco-emulator-7"), Some(7));
-    assert_eq!(ordinal_of("web-12"), Some(12));
-    assert_eq!(ordinal_of("web-x2k91"), None);
-    assert_eq!(ordinal_of("web-"), None);
-    assert_eq!(ordinal_of("web"), None);
-    assert_eq!(ordinal_of("web-99999999999999"), None);
+fn ordinal_parsing_takes_only_the_statefulset_name_and_a_bounded_number() {
+    let ordinal = |pod: &str| statefulset_ordinal(pod, "loco-loco-emulator", MAX_ORDINAL);
+    assert_eq!(ordinal("loco-loco-emulator-7"), Some(7));
+    assert_eq!(ordinal("loco-loco-emulator-0"), Some(0));
+    assert_eq!(ordinal("loco-loco-emulator-9999"), Some(9999));
+    assert_eq!(ordinal("loco-loco-emulator-10000"), None);
+    assert_eq!(ordinal("loco-loco-emulator-07"), None);
+    assert_eq!(ordinal("loco-loco-emulator-x2k91"), None);
+    assert_eq!(ordinal("loco-loco-emulator-"), None);
+    assert_eq!(ordinal("loco-loco-emulator"), None);
+    assert_eq!(ordinal("loco-loco-emulator-1-2"), None);
+    assert_eq!(ordinal("web-12"), None);
+    assert_eq!(ordinal("x-4294967295"), None);
+    assert_eq!(ordinal("loco-loco-emulator-99999999999999"), None);
 }
 
 // ---- property test -------------------------------------------------------------------
@@ -736,7 +762,7 @@ enum Op {
         slice: usize,
         service: usize,
         ipv6: bool,
-        endpoints: Vec<(u32, u8, u8)>,
+        endpoints: Vec<(u32, u8, u8, bool)>,
     },
     Delete {
         slice: usize,
@@ -747,18 +773,25 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..4usize, 0..2usize, proptest::bool::weighted(0.2),
-              proptest::collection::vec((0..6u32, 0..4u8, 0..3u8), 0..5))
+              proptest::collection::vec((0..6u32, 0..4u8, 0..3u8, proptest::bool::weighted(0.2)), 0..5))
             .prop_map(|(slice, service, ipv6, endpoints)| Op::Upsert { slice, service, ipv6, endpoints }),
         2 => (0..4usize).prop_map(|slice| Op::Delete { slice }),
         1 => Just(Op::Relist),
     ]
 }
 
-fn build(slice: usize, service: usize, ipv6: bool, endpoints: &[(u32, u8, u8)]) -> EndpointSlice {
+/// Endpoints move between the 4 slices, a pod sits in several (dual-stack), and `other`
+/// names a pod `alt-N`, which is not named after the service and takes no ordinal.
+fn build(
+    slice: usize,
+    service: usize,
+    ipv6: bool,
+    endpoints: &[(u32, u8, u8, bool)],
+) -> EndpointSlice {
     let services = ["emu", "web"];
     let endpoints = endpoints
         .iter()
-        .map(|&(n, condition, ip)| {
+        .map(|&(n, condition, ip, other)| {
             let address = if ipv6 {
                 format!("fd00::{n}:{ip}")
             } else {
@@ -770,7 +803,8 @@ fn build(slice: usize, service: usize, ipv6: bool, endpoints: &[(u32, u8, u8)]) 
                 2 => (false, true),
                 _ => (true, true),
             };
-            let mut endpoint = mk_endpoint(&format!("pod-{n}"), &address, serving, terminating);
+            let name = if other { "alt" } else { services[service] };
+            let mut endpoint = mk_endpoint(&format!("{name}-{n}"), &address, serving, terminating);
             if ip == 2 {
                 endpoint.node_name = Some("node-b".into());
             }
@@ -1016,4 +1050,77 @@ fn probes_of_removed_instances_are_dropped() {
         Status::Ready,
         "a new pod starts unprobed"
     );
+}
+
+// ---- addresses are validated at the edge ------------------------------------------------
+
+#[test]
+fn addresses_that_are_not_ips_of_the_slice_type_are_dropped_and_counted() {
+    let hostile = [
+        "999.1.1.1",
+        "not-an-ip",
+        "http://evil/",
+        "127.0.0.1:18990/internal/admin?x=",
+        "fd00::1",
+    ];
+    let mut endpoints: Vec<Endpoint> = hostile
+        .iter()
+        .enumerate()
+        .map(|(n, a)| mk_endpoint(&format!("bad-{n}"), a, true, false))
+        .collect();
+    let mut mixed = ready(1);
+    mixed.addresses = vec!["http://evil/".into(), "10.0.0.11".into()];
+    endpoints.push(mixed);
+    let mut idx = index();
+    let out = idx.apply(&slice("s1", endpoints), t(0));
+    assert_eq!(ids(&idx), vec!["instance-1"]);
+    let instance = idx.instances()[0].clone();
+    assert_eq!(instance.addresses.pod_ips, vec!["10.0.0.11".to_owned()]);
+    assert_eq!(
+        instance.health_url.as_deref(),
+        Some("http://10.0.0.11:8080")
+    );
+    let invalid: Vec<_> = out
+        .anomalies
+        .iter()
+        .filter(|a| a.reason == AnomalyReason::InvalidAddress)
+        .collect();
+    assert_eq!(invalid.len(), hostile.len() + 1);
+    assert!(AnomalyReason::InvalidAddress.loses_information());
+
+    let mut v6 = slice("s6", vec![mk_endpoint(&pod(2), "10.0.0.12", true, false)]);
+    v6.address_type = "IPv6".into();
+    let out = idx.apply(&v6, t(1));
+    assert_eq!(reasons(&out), vec![AnomalyReason::InvalidAddress]);
+    assert_eq!(ids(&idx), vec!["instance-1"]);
+}
+
+#[test]
+fn a_health_port_out_of_range_gives_no_health_url() {
+    let mut s = slice("s1", vec![ready(0)]);
+    s.ports = Some(vec![mk_port("health", 70000), mk_port("vnc", 5901)]);
+    let mut idx = index();
+    idx.apply(&s, t(0));
+    assert_eq!(idx.instances()[0].health_url, None);
+    assert_eq!(idx.instances()[0].health_target(), None);
+}
+
+#[test]
+fn the_health_target_is_a_socket_address_parsed_from_the_health_url() {
+    let mut idx = index();
+    idx.apply(&slice("s1", vec![ready(0)]), t(0));
+    let mut instance = idx.instances()[0].clone();
+    assert_eq!(
+        instance.health_target(),
+        Some("10.0.0.10:8080".parse().unwrap())
+    );
+    for forged in [
+        "http://127.0.0.1:18990/internal/admin?x=:8080",
+        "http://evil/:8080",
+        "https://10.0.0.10:8080",
+        "http://10.0.0.10:8080/x",
+    ] {
+        instance.health_url = Some(forged.into());
+        assert_eq!(instance.health_target(), None, "{forged}");
+    }
 }
