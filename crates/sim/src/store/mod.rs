@@ -11,6 +11,7 @@ mod events;
 mod kind;
 mod namespaces;
 mod objects;
+mod rules;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -20,7 +21,8 @@ pub use events::{watch_line, EventType, ListFrom, ListPage, StoredEvent, WatchFr
 pub use kind::ResourceKind;
 pub use namespaces::INITIAL_NAMESPACES;
 pub(crate) use objects::check_uid_precondition;
-pub use objects::{key_of, with_rv, MAX_ENDPOINTS_PER_SLICE, TRIGGER_TIME_ANNOTATION};
+pub use objects::{key_of, with_rv, TRIGGER_TIME_ANNOTATION};
+pub use rules::MAX_ENDPOINTS_PER_SLICE;
 pub use schema::{decode, decode_patched, decode_strategic, go_print, FieldValidation};
 
 use self::continue_token::*;
@@ -28,6 +30,7 @@ use self::error::*;
 use self::events::*;
 use self::namespaces::*;
 use self::objects::*;
+use self::rules::*;
 use chrono::Utc;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};

@@ -8,6 +8,7 @@ use super::error::*;
 use super::events::EventType;
 use super::kind::ResourceKind;
 use super::objects::*;
+use super::rules::*;
 use super::{State, Store};
 use crate::clock;
 use chrono::Utc;
@@ -25,13 +26,6 @@ pub const INITIAL_NAMESPACES: [&str; 5] = [
 
 /// The namespaces the API server refuses to delete.
 const UNDELETABLE: [&str; 3] = ["default", "kube-system", "kube-public"];
-
-pub(crate) const LABEL_RULE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-
-/// Whether `name` is an RFC 1123 label, the rule for namespace names.
-pub fn is_dns_label(name: &str) -> bool {
-    name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
-}
 
 pub(super) fn initial_namespaces() -> std::collections::BTreeMap<String, Value> {
     let created = clock::rfc3339_seconds(Utc::now());

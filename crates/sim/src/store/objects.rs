@@ -5,8 +5,8 @@
 use super::error::*;
 use super::events::*;
 use super::kind::*;
+use super::rules::*;
 use crate::clock;
-use crate::status::Cause;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde_json::{json, Map, Value};
@@ -14,9 +14,6 @@ use serde_json::{json, Map, Value};
 /// The annotation the EndpointSlice and Endpoints controllers set to the time of the Pod or Service change that caused
 /// a write (only they write it; the server never does).
 pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-
-/// Most endpoints one EndpointSlice may hold (apiserver validation).
-pub const MAX_ENDPOINTS_PER_SLICE: usize = 1000;
 
 pub(crate) fn random_uid() -> String {
     let mut b: [u8; 16] = rand::rng().random();
@@ -55,20 +52,6 @@ pub(crate) fn namespace_object(name: &str, rv: u64, created: &str) -> Value {
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
     })
-}
-
-/// Whether `s` is a lowercase RFC 1123 subdomain (the rule for object and namespace names).
-pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        })
 }
 
 pub(crate) fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
@@ -133,28 +116,6 @@ pub(crate) fn check_namespace(obj: &mut Value, namespace: &str) -> Result<(), St
         }
     }
 }
-
-pub(crate) fn required(field: &str, detail: &str) -> Cause {
-    Cause {
-        reason: "FieldValueRequired".into(),
-        message: if detail.is_empty() {
-            "Required value".into()
-        } else {
-            format!("Required value: {detail}")
-        },
-        field: field.into(),
-    }
-}
-
-pub(crate) fn invalid_value(field: &str, value: &Value, detail: &str) -> Cause {
-    Cause {
-        reason: "FieldValueInvalid".into(),
-        message: format!("Invalid value: {value}: {detail}"),
-        field: field.into(),
-    }
-}
-
-pub(crate) const NAME_RULE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 /// The validation a real server does and clients rely on: the name, `addressType` (required, immutable), and the
 /// content rules of [`super::schema::content_causes`].

@@ -21,8 +21,7 @@
 
 use super::error::StoreError;
 use super::kind::ResourceKind;
-use super::namespaces::{is_dns_label, LABEL_RULE};
-use super::objects::{invalid_value, required, MAX_ENDPOINTS_PER_SLICE};
+use super::rules::{invalid_value, is_dns_label, required, LABEL_RULE, MAX_ENDPOINTS_PER_SLICE};
 use crate::status::Cause;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
