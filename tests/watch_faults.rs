@@ -207,32 +207,35 @@ async fn replica_named(
     gateway
 }
 
-/// Subscribes to `gateway`, makes one change in the cluster, and returns the id of the
-/// delta it caused.
-async fn id_of_next_change(gateway: &Gateway, cluster: &SimCluster, serving: bool) -> String {
-    let mut events = gateway.sse("", None).await;
-    assert_eq!(events.next().await.event, "snapshot");
-    cluster.put(&slice("emu-a", vec![pod(0, true), pod(1, serving)]));
-    let event = events.next().await;
-    assert!(event.event.starts_with("Instance"), "{}", event.event);
-    event.id
-}
-
-#[tokio::test]
-async fn a_resume_on_a_replica_whose_local_inputs_differ_is_a_reset() {
+/// Two replicas whose metadata files name instance-0 `name_a` and `name_b`; a client of
+/// A sees one change (instance-1 turns booting), and B has seen it too. Returns the
+/// cluster, replica B (A stays up until the end), and the id of that change on A.
+async fn a_change_seen_on_a_then_resumed_on_b(
+    name_a: &str,
+    name_b: &str,
+) -> (SimCluster, Gateway, Gateway, String, tempfile::TempDir) {
     let cluster = SimCluster::start().await;
     cluster.put(&slice("emu-a", vec![pod(0, true), pod(1, true)]));
     let dir = tempfile::tempdir().unwrap();
-    let a = replica_named(&cluster, dir.path(), "a.yaml", "Host").await;
-    let b = replica_named(&cluster, dir.path(), "b.yaml", "Renamed").await;
-
-    let id = id_of_next_change(&a, &cluster, false).await;
-    // B has seen the same change (same resourceVersion) but names instance-0 otherwise.
+    let a = replica_named(&cluster, dir.path(), "a.yaml", name_a).await;
+    let b = replica_named(&cluster, dir.path(), "b.yaml", name_b).await;
+    let mut events = a.sse("", None).await;
+    assert_eq!(events.next().await.event, "snapshot");
+    cluster.put(&slice("emu-a", vec![pod(0, true), pod(1, false)]));
+    let event = events.next().await;
+    assert!(event.event.starts_with("Instance"), "{}", event.event);
     eventually(LIMIT, || async {
         b.view().await.get("instance-1").map(|v| v.0.as_str()) == Some("booting")
     })
     .await
     .unwrap();
+    (cluster, a, b, event.id, dir)
+}
+
+#[tokio::test]
+async fn a_resume_on_a_replica_whose_local_inputs_differ_is_a_reset() {
+    // B has seen the same change (same resourceVersion) but names instance-0 otherwise.
+    let (_cluster, _a, b, id, _dir) = a_change_seen_on_a_then_resumed_on_b("Host", "Renamed").await;
     let mut resumed = b.sse("", Some(&id)).await;
     let first = resumed.next().await;
     assert_eq!(
@@ -245,18 +248,7 @@ async fn a_resume_on_a_replica_whose_local_inputs_differ_is_a_reset() {
 
 #[tokio::test]
 async fn a_resume_on_a_replica_with_the_same_local_inputs_continues() {
-    let cluster = SimCluster::start().await;
-    cluster.put(&slice("emu-a", vec![pod(0, true), pod(1, true)]));
-    let dir = tempfile::tempdir().unwrap();
-    let a = replica_named(&cluster, dir.path(), "a.yaml", "Host").await;
-    let b = replica_named(&cluster, dir.path(), "b.yaml", "Host").await;
-
-    let id = id_of_next_change(&a, &cluster, false).await;
-    eventually(LIMIT, || async {
-        b.view().await.get("instance-1").map(|v| v.0.as_str()) == Some("booting")
-    })
-    .await
-    .unwrap();
+    let (cluster, _a, b, id, _dir) = a_change_seen_on_a_then_resumed_on_b("Host", "Host").await;
     let mut resumed = b.sse("", Some(&id)).await;
     cluster.put(&slice("emu-a", vec![pod(0, true), pod(1, true)]));
     let next = resumed.next().await;

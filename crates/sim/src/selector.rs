@@ -1,5 +1,6 @@
 //! Label and field selectors as the API server parses and applies them (`labelSelector=`, `fieldSelector=`).
 
+use crate::store::is_dns_subdomain;
 use serde_json::Value;
 use std::fmt;
 
@@ -128,19 +129,6 @@ fn is_name_part(s: &str) -> bool {
         && b[b.len() - 1].is_ascii_alphanumeric()
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        })
 }
 
 fn check_key(key: &str) -> Result<(), SelectorError> {

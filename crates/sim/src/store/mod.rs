@@ -22,6 +22,7 @@ pub use kind::ResourceKind;
 pub use namespaces::INITIAL_NAMESPACES;
 pub(crate) use objects::check_uid_precondition;
 pub use objects::{key_of, with_rv, TRIGGER_TIME_ANNOTATION};
+pub(crate) use rules::is_dns_subdomain;
 pub use rules::MAX_ENDPOINTS_PER_SLICE;
 pub use schema::{decode, decode_patched, decode_strategic, go_print, FieldValidation};
 
