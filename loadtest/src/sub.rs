@@ -246,16 +246,26 @@ async fn subscriber(
         let _ = stop.wait_for(|s| *s).await;
         return report;
     }
-    buf.drain(..head_end);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let mut raw: Vec<u8> = buf.drain(head_end..).collect();
+    buf.clear();
+    let mut dechunk = chunked.then(Dechunk::default);
+    let mut message: Vec<u8> = Vec::new();
     let mut seen: HashSet<u32> = HashSet::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
         // Process what is buffered.
+        match dechunk.as_mut() {
+            Some(dechunk) => dechunk.feed(&mut raw, &mut buf),
+            None => buf.append(&mut raw),
+        }
         let now = now_us();
         let mut payloads: Vec<Vec<u8>> = Vec::new();
         match settings.mode {
             Mode::Ws => {
-                while let Some((opcode, payload, used)) = ws_frame(&buf) {
+                while let Some((fin, opcode, payload, used)) = ws_frame(&buf) {
                     if opcode == 9 {
                         // Ping: answer with a masked pong (mask key 0).
                         let mut pong = vec![0x8A, 0x80 | payload.len().min(125) as u8];
@@ -265,14 +275,16 @@ async fn subscriber(
                     } else if opcode == 8 {
                         return report;
                     } else {
-                        payloads.push(payload);
+                        // A message may come in fragments (a large snapshot does).
+                        message.extend_from_slice(&payload);
+                        if fin {
+                            payloads.push(std::mem::take(&mut message));
+                        }
                     }
                     buf.drain(..used);
                 }
             }
             _ => {
-                // Chunked transfer framing may split lines; only whole `data:` lines
-                // count, and chunk-size lines are skipped by the marker search.
                 while let Some(end) = buf.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=end).collect();
                     if line.starts_with(b"event:reset") || line.starts_with(b"event: reset") {
@@ -321,18 +333,62 @@ async fn subscriber(
                 report.errors += 1;
                 break;
             }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
         }
     }
     report
 }
 
-/// One unmasked server frame: (opcode, payload, bytes used), or `None` when incomplete.
-/// Fragmented messages are not reassembled (neither server fragments small frames).
-fn ws_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+/// Decodes a chunked transfer-encoded body as it arrives (a server may split one event
+/// over several chunks).
+#[derive(Default)]
+struct Dechunk {
+    /// Bytes left in the current chunk, then its CRLF; `None` while reading a size line.
+    left: Option<(usize, bool)>,
+}
+
+impl Dechunk {
+    /// Moves the body bytes of `raw` to `body`, keeping an incomplete size line in `raw`.
+    fn feed(&mut self, raw: &mut Vec<u8>, body: &mut Vec<u8>) {
+        let mut at = 0;
+        loop {
+            match self.left {
+                None => match httparse::parse_chunk_size(&raw[at..]) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        at += used;
+                        self.left = Some((size as usize, true));
+                    }
+                    _ => break,
+                },
+                Some((0, true)) => {
+                    if raw.len() - at < 2 {
+                        break;
+                    }
+                    at += 2;
+                    self.left = None;
+                }
+                Some((n, crlf)) => {
+                    let take = n.min(raw.len() - at);
+                    if take == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&raw[at..at + take]);
+                    at += take;
+                    self.left = Some((n - take, crlf));
+                }
+            }
+        }
+        raw.drain(..at);
+    }
+}
+
+/// One unmasked server frame: (final, opcode, payload, bytes used), or `None` when
+/// incomplete.
+fn ws_frame(buf: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
     if buf.len() < 2 {
         return None;
     }
+    let fin = buf[0] & 0x80 != 0;
     let opcode = buf[0] & 0x0f;
     let masked = buf[1] & 0x80 != 0;
     let (len, mut at) = match buf[1] & 0x7f {
@@ -347,7 +403,7 @@ fn ws_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     if buf.len() < at + len {
         return None;
     }
-    Some((opcode, buf[at..at + len].to_vec(), at + len))
+    Some((fin, opcode, buf[at..at + len].to_vec(), at + len))
 }
 
 /// Polls `/live` every `poll_every` (the first poll staggered by `n`), recording the first
@@ -427,7 +483,20 @@ mod tests {
         assert_eq!(max_marker("a emu-w3 b emu-w12\"", "emu-w"), Some(12));
         assert_eq!(max_marker("nothing", "emu-w"), None);
         let frame = [0x81u8, 3, b'a', b'b', b'c', 0x81];
-        assert_eq!(ws_frame(&frame), Some((1, b"abc".to_vec(), 5)));
+        assert_eq!(ws_frame(&frame), Some((true, 1, b"abc".to_vec(), 5)));
         assert_eq!(ws_frame(&frame[..4]), None);
+    }
+
+    #[test]
+    fn a_chunked_body_is_decoded_whatever_the_reads_split() {
+        let wire = b"6\r\nevent:\r\n3;x=y\r\nabc\r\n0\r\n\r\n";
+        for split in 0..wire.len() {
+            let (mut dechunk, mut raw, mut body) = (Dechunk::default(), Vec::new(), Vec::new());
+            for part in [&wire[..split], &wire[split..]] {
+                raw.extend_from_slice(part);
+                dechunk.feed(&mut raw, &mut body);
+            }
+            assert_eq!(body, b"event:abc", "split at {split}");
+        }
     }
 }

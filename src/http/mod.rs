@@ -12,6 +12,7 @@ mod query;
 mod reply;
 mod security_headers;
 pub mod server;
+mod shared_body;
 mod snapshot;
 mod sse;
 mod state;

@@ -3,7 +3,9 @@
 //! idle between requests), behaviour at the open-file limit, graceful shutdown and the
 //! classification of connection errors.
 
+use super::shared_body::{PiecesBody, SharedBody};
 use crate::metrics as m;
+use http_body_util::Either;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
@@ -93,7 +95,8 @@ pub async fn serve<F>(
             if request.headers().contains_key(http::header::UPGRADE) {
                 PendingUpgrade::hand_over(&mut request);
             }
-            hyper::service::Service::call(&inner, request)
+            let response = hyper::service::Service::call(&inner, request);
+            async move { response.await.map(with_shared_body) }
         });
         let conn = http1
             .serve_connection(TokioIo::new(stream), service)
@@ -128,6 +131,16 @@ pub async fn serve<F>(
     drop(listener);
     drop(open);
     let _ = all_closed.recv().await;
+}
+
+/// Swaps warp's body for the [`SharedBody`] a route left in the extensions, if any.
+fn with_shared_body<B>(response: http::Response<B>) -> http::Response<Either<B, PiecesBody>> {
+    let (mut parts, body) = response.into_parts();
+    let body = match SharedBody::take(&mut parts.extensions) {
+        Some(shared) => Either::Right(shared),
+        None => Either::Left(body),
+    };
+    http::Response::from_parts(parts, body)
 }
 
 /// Out of file descriptors: wait a moment (the header timeout closes hostile

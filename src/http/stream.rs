@@ -5,11 +5,11 @@
 //! SSE and WebSocket only frame what this yields.
 
 use crate::metrics as m;
+use bytes::Bytes;
 use chrono::Utc;
 use futures::Stream;
-use loco_discovery_core::hub::{
-    left_view_json, Filter, Frame, Hub, SnapshotEvent, Start, Subscription,
-};
+use loco_discovery_core::hub::{left_view_json, Filter, Frame, Hub, Start, Subscription};
+use loco_discovery_core::rendered::RenderedSnapshot;
 use rand::Rng;
 use serde_json::json;
 use std::collections::HashSet;
@@ -54,21 +54,36 @@ pub fn jittered(base: Duration) -> Duration {
     Duration::from_millis(rand::rng().random_range(ms..=ms * 3))
 }
 
-/// Something to send to one subscriber.
+/// Something to send to one subscriber. Everything large in it is shared: published
+/// frames with every subscriber, snapshots with every subscriber of the same view.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    /// A named event with an id and a JSON body.
-    Event {
+    /// A published delta, as published.
+    Frame(Arc<Frame>),
+    /// The frame's instance left this subscriber's filtered view: an `InstanceRemoved`
+    /// with reason `filtered-out`, made for this subscriber.
+    Left { frame: Arc<Frame>, data: Bytes },
+    /// The whole view: a `snapshot` event, or a `reset` with its reason.
+    Snapshot {
+        kind: &'static str,
+        reason: Option<&'static str>,
         id: String,
-        event: String,
-        data: Arc<str>,
-        /// The published frame behind it (none for snapshots), for latency metrics.
-        frame: Option<Arc<Frame>>,
+        snapshot: RenderedSnapshot,
     },
     /// Nothing happened for a heartbeat interval.
     Heartbeat,
     /// The gateway is shutting down: reconnect after `retry`. The stream ends after it.
-    Reconnect { retry: Duration, data: Arc<str> },
+    Reconnect { retry: Duration, data: Bytes },
+}
+
+impl Outgoing {
+    /// The published frame behind it, for the published → socket latency.
+    pub fn frame(&self) -> Option<&Arc<Frame>> {
+        match self {
+            Self::Frame(frame) | Self::Left { frame, .. } => Some(frame),
+            _ => None,
+        }
+    }
 }
 
 /// Counts live subscribers per transport, and refuses them past the cap.
@@ -119,30 +134,9 @@ impl Drop for SubscriberSlot {
     }
 }
 
-fn snapshot_event(
-    kind: &'static str,
-    reason: Option<&str>,
-    snapshot: &loco_discovery_core::model::Snapshot,
-    id: &str,
-) -> Outgoing {
-    let data = serde_json::to_string(&SnapshotEvent {
-        kind,
-        id,
-        reason,
-        snapshot,
-    })
-    .expect("snapshots serialize");
-    Outgoing::Event {
-        id: id.to_owned(),
-        event: kind.to_owned(),
-        data: data.into(),
-        frame: None,
-    }
-}
-
 /// Records the published → socket latency of a delivered frame.
-pub fn record_delivery(frame: &Option<Arc<Frame>>, transport: &'static str) {
-    if let Some(frame) = frame {
+pub fn record_delivery(out: &Outgoing, transport: &'static str) {
+    if let Some(frame) = out.frame() {
         metrics::histogram!(m::PUBLISHED_TO_SOCKET,
             "service" => frame.instance.service.clone(), "transport" => transport)
         .record(frame.published_at.elapsed().as_secs_f64());
@@ -159,29 +153,18 @@ struct View {
 }
 
 impl View {
-    fn reset(&mut self, snapshot: &loco_discovery_core::model::Snapshot) {
-        if self.filter.is_by_state() {
-            self.shown = Some(snapshot.instances.iter().map(|i| i.key.clone()).collect());
+    fn reset(&mut self, snapshot: &RenderedSnapshot) {
+        if let Some(keys) = &snapshot.view.keys {
+            self.shown = Some(keys.iter().cloned().collect());
         }
     }
 
     fn pass(&mut self, frame: &Arc<Frame>) -> Option<Outgoing> {
-        let event = || Outgoing::Event {
-            id: frame.id.clone(),
-            event: frame.kind.as_str().to_owned(),
-            data: frame.json.clone(),
-            frame: Some(frame.clone()),
-        };
-        let fixed = Filter {
-            statuses: Vec::new(),
-            zones: Vec::new(),
-            ..self.filter.clone()
-        };
-        if !fixed.matches(&frame.instance) {
+        if !self.filter.matches_place(&frame.instance) {
             return None;
         }
         if !self.filter.is_by_state() {
-            return Some(event());
+            return Some(Outgoing::Frame(frame.clone()));
         }
         let key = &frame.instance.key;
         let removed = frame.kind == loco_discovery_core::model::DeltaKind::InstanceRemoved;
@@ -195,13 +178,10 @@ impl View {
             }
         }
         match (matches, was_shown, removed) {
-            (true, _, _) => Some(event()),
-            (false, true, true) => Some(event()),
-            (false, true, false) => Some(Outgoing::Event {
-                id: frame.id.clone(),
-                event: "InstanceRemoved".into(),
+            (true, _, _) | (false, true, true) => Some(Outgoing::Frame(frame.clone())),
+            (false, true, false) => Some(Outgoing::Left {
+                frame: frame.clone(),
                 data: left_view_json(&frame.instance, &frame.id, Utc::now()).into(),
-                frame: Some(frame.clone()),
             }),
             (false, false, _) => None,
         }
@@ -225,12 +205,12 @@ pub fn subscriber_stream(
         match start {
             Start::Snapshot { snapshot, id } => {
                 view.reset(&snapshot);
-                yield snapshot_event("snapshot", None, &snapshot, &id);
+                yield Outgoing::Snapshot { kind: "snapshot", reason: None, id, snapshot };
             }
             Start::Reset { snapshot, id } => {
                 view.reset(&snapshot);
                 metrics::counter!(m::RESETS, "reason" => "unknown_id").increment(1);
-                yield snapshot_event("reset", Some("unknown_id"), &snapshot, &id);
+                yield Outgoing::Snapshot { kind: "reset", reason: Some("unknown_id"), id, snapshot };
             }
             Start::Resume { backlog } => {
                 for frame in &backlog {
@@ -250,7 +230,8 @@ pub fn subscriber_stream(
                 biased;
                 _ = config.shutdown.cancelled() => {
                     let retry = jittered(config.retry);
-                    let data = json!({"type": "reconnect", "retryMs": retry.as_millis() as u64}).to_string();
+                    let data = json!({"type": "reconnect", "retryMs": retry.as_millis() as u64})
+                        .to_string();
                     yield Outgoing::Reconnect { retry, data: data.into() };
                     break;
                 }
@@ -275,7 +256,12 @@ pub fn subscriber_stream(
                     view.reset(&resync.snapshot);
                     heartbeat.reset();
                     metrics::counter!(m::RESETS, "reason" => reason).increment(1);
-                    yield snapshot_event("reset", Some(reason), &resync.snapshot, &resync.id);
+                    yield Outgoing::Snapshot {
+                        kind: "reset",
+                        reason: Some(reason),
+                        id: resync.id,
+                        snapshot: resync.snapshot,
+                    };
                 },
                 _ = heartbeat.tick() => {
                     metrics::counter!(m::HEARTBEATS).increment(1);
@@ -321,7 +307,7 @@ mod tests {
         let mut stream = std::pin::pin!(stream_for(&hub, config));
         let start = Instant::now();
         assert!(
-            matches!(stream.next().await, Some(Outgoing::Event { event, .. }) if event == "snapshot")
+            matches!(stream.next().await, Some(Outgoing::Snapshot { kind, .. }) if kind == "snapshot")
         );
         assert!(matches!(stream.next().await, Some(Outgoing::Heartbeat)));
         assert_eq!(start.elapsed(), Duration::from_secs(15));
@@ -344,7 +330,7 @@ mod tests {
             );
             publisher.publish(&out.deltas, "7", Utc::now());
         });
-        assert!(matches!(stream.next().await, Some(Outgoing::Event { id, .. }) if id == "7.1"));
+        assert!(matches!(stream.next().await, Some(Outgoing::Frame(frame)) if frame.id == "7.1"));
         assert_eq!(start.elapsed(), Duration::from_secs(40));
         assert!(matches!(stream.next().await, Some(Outgoing::Heartbeat)));
         assert_eq!(start.elapsed(), Duration::from_secs(55));
@@ -361,7 +347,7 @@ mod tests {
         match stream.next().await {
             Some(Outgoing::Reconnect { retry, data }) => {
                 assert!((2000..=6000).contains(&(retry.as_millis() as u64)));
-                assert!(data.contains("reconnect"));
+                assert!(String::from_utf8_lossy(&data).contains("reconnect"));
             }
             other => panic!("{other:?}"),
         }

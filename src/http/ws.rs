@@ -7,11 +7,14 @@ use super::reply::{error_reply, too_many_subscribers};
 use super::server::PendingUpgrade;
 use super::state::HttpState;
 use super::stream::{record_delivery, subscriber_stream, Outgoing, SubscriberSlot};
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use loco_discovery_core::hub::Filter;
+use loco_discovery_core::rendered::EventHead;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame as WsFrame, Utf8Bytes};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -146,23 +149,74 @@ async fn serve(
     let _ = timeout(&state, sink.send(Message::Close(None))).await;
 }
 
+/// The largest frame of a fragmented snapshot. tungstenite keeps its write buffer at the
+/// largest frame it has written, so a snapshot sent as one frame would keep a buffer of
+/// the whole view's size in every connection.
+const SNAPSHOT_FRAME: usize = 8 * 1024;
+
+/// A snapshot as one text message in frames of at most [`SNAPSHOT_FRAME`] bytes: the
+/// head, the shared instances in slices (no copy), and the closing brace.
+fn snapshot_frames(out: &Outgoing) -> Vec<Message> {
+    let Outgoing::Snapshot {
+        kind,
+        reason,
+        id,
+        snapshot,
+    } = out
+    else {
+        return Vec::new();
+    };
+    let head = EventHead {
+        kind,
+        id,
+        reason: *reason,
+    };
+    let instances = &snapshot.view.instances;
+    let mut payloads = vec![Bytes::from(snapshot.head(Some(head)))];
+    payloads.extend(
+        (0..instances.len())
+            .step_by(SNAPSHOT_FRAME)
+            .map(|at| instances.slice(at..(at + SNAPSHOT_FRAME).min(instances.len()))),
+    );
+    payloads.push(Bytes::from_static(b"}"));
+    let last = payloads.len() - 1;
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(n, payload)| {
+            let opcode = if n == 0 { Data::Text } else { Data::Continue };
+            Message::Frame(WsFrame::message(payload, OpCode::Data(opcode), n == last))
+        })
+        .collect()
+}
+
+/// A JSON text message from bytes that are UTF-8 (serde_json's output).
+fn text(json: &Bytes) -> Message {
+    Message::Text(Utf8Bytes::try_from(json.clone()).expect("JSON is UTF-8"))
+}
+
 /// Sends one outgoing item; after a `Reconnect`, the close frame too.
 async fn deliver<S>(sink: &mut S, out: Outgoing) -> Result<(), WsError>
 where
     S: futures::Sink<Message, Error = WsError> + Unpin,
 {
-    match out {
-        Outgoing::Event { data, frame, .. } => {
-            let sent = sink.send(Message::text(&*data)).await;
-            record_delivery(&frame, "ws");
-            sent
+    let sent = match &out {
+        Outgoing::Frame(frame) => sink.send(text(&frame.json)).await,
+        Outgoing::Left { data, .. } => sink.send(text(data)).await,
+        Outgoing::Snapshot { .. } => {
+            for frame in snapshot_frames(&out) {
+                sink.feed(frame).await?;
+            }
+            sink.flush().await
         }
         Outgoing::Heartbeat => sink.send(Message::Ping("heartbeat".into())).await,
         Outgoing::Reconnect { data, .. } => {
-            let _ = sink.send(Message::text(&*data)).await;
+            let _ = sink.send(text(data)).await;
             sink.send(close_frame(1012, "service restart")).await
         }
-    }
+    };
+    record_delivery(&out, "ws");
+    sent
 }
 
 /// `send`, or `None` (counted) when the socket accepted nothing for the write timeout.
@@ -180,6 +234,61 @@ async fn timeout<T>(state: &HttpState, send: impl std::future::Future<Output = T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_is_one_text_message_in_small_frames_of_the_shared_bytes() {
+        use chrono::Utc;
+        use loco_discovery_core::hub::{Hub, HubInfo};
+        use loco_discovery_core::index::{EndpointIndex, IndexConfig};
+        use loco_discovery_core::slices::{mk_endpoint, mk_slice};
+        let hub = Hub::new(
+            HubInfo {
+                mode: "kubernetes-endpointslices".into(),
+                namespace: "loco".into(),
+                services: vec!["emu".into()],
+                prefer_zone: None,
+            },
+            Utc::now(),
+        );
+        let endpoints = (0..100)
+            .map(|n| mk_endpoint(&format!("emu-{n}"), &format!("10.0.0.{n}"), true, false))
+            .collect();
+        let mut index = EndpointIndex::new(IndexConfig::default());
+        let out = index.apply(&mk_slice("loco", "s", "emu", endpoints), Utc::now());
+        hub.publish(&out.deltas, "5", Utc::now());
+        let snapshot = hub.rendered(&Filter::default(), Utc::now());
+        assert!(snapshot.view.instances.len() > 4 * SNAPSHOT_FRAME);
+        let out = Outgoing::Snapshot {
+            kind: "snapshot",
+            reason: None,
+            id: "5.100".into(),
+            snapshot: snapshot.clone(),
+        };
+        let frames: Vec<WsFrame> = snapshot_frames(&out)
+            .into_iter()
+            .map(|m| match m {
+                Message::Frame(frame) => frame,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let whole: Vec<u8> = frames.iter().flat_map(|f| f.payload().to_vec()).collect();
+        let head = EventHead {
+            kind: "snapshot",
+            id: "5.100",
+            reason: None,
+        };
+        let expected = snapshot.to_json(Some(head));
+        assert_eq!(whole, expected);
+        let parsed: Value = serde_json::from_slice(&whole).unwrap();
+        assert_eq!(parsed["instances"].as_array().unwrap().len(), 100);
+        assert!(frames.iter().all(|f| f.payload().len() <= SNAPSHOT_FRAME));
+        let last = frames.len() - 1;
+        for (n, frame) in frames.iter().enumerate() {
+            let opcode = if n == 0 { Data::Text } else { Data::Continue };
+            assert_eq!(frame.header().opcode, OpCode::Data(opcode));
+            assert_eq!(frame.header().is_final, n == last);
+        }
+    }
 
     #[test]
     fn application_ping_gets_a_pong_with_the_same_ts() {

@@ -10,13 +10,16 @@
 //! that falls behind the ring is told `Lagged` and gets a fresh snapshot (`reset`)
 //! instead of its backlog, so it can never slow the watch loop or anyone else.
 
+pub use crate::filter::Filter;
 use crate::model::{
     iso_time, iso_time_micros, Delta, DeltaKind, Instance, Snapshot, Stats, Status, Summary,
 };
+use crate::rendered::{RenderedSnapshot, RenderedView, ViewCache, ViewInfo};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use tokio::sync::broadcast;
 
 /// Fixed facts about what this gateway serves, repeated in every snapshot.
@@ -48,40 +51,6 @@ impl Default for HubLimits {
     }
 }
 
-/// Which instances a client wants; an empty list means "any".
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Filter {
-    pub namespaces: Vec<String>,
-    pub services: Vec<String>,
-    pub statuses: Vec<Status>,
-    pub zones: Vec<String>,
-    /// Not a filter: list this zone's instances first (topology-aware clients).
-    pub prefer_zone: Option<String>,
-}
-
-impl Filter {
-    pub fn matches(&self, instance: &Instance) -> bool {
-        fn any_or<T: PartialEq>(wanted: &[T], value: &T) -> bool {
-            wanted.is_empty() || wanted.contains(value)
-        }
-        any_or(&self.namespaces, &instance.namespace)
-            && any_or(&self.services, &instance.service)
-            && any_or(&self.statuses, &instance.status)
-            && (self.zones.is_empty()
-                || instance
-                    .kubernetes
-                    .zone
-                    .as_ref()
-                    .is_some_and(|z| self.zones.contains(z)))
-    }
-
-    /// Whether an instance can enter or leave the view without being added or removed
-    /// (its status or zone changed), so a subscriber must track what it has shown.
-    pub fn is_by_state(&self) -> bool {
-        !self.statuses.is_empty() || !self.zones.is_empty()
-    }
-}
-
 /// One published delta, serialized once and shared by every subscriber.
 #[derive(Debug)]
 pub struct Frame {
@@ -92,7 +61,10 @@ pub struct Frame {
     pub kind: DeltaKind,
     pub instance: Instance,
     /// The event's JSON (the SSE `data:` line and the WebSocket text frame).
-    pub json: Arc<str>,
+    pub json: Bytes,
+    /// The frame encoded for a transport (the Server-Sent Events frame), made by the
+    /// first subscriber of that transport to send it and shared by the others.
+    pub encoded: OnceLock<Bytes>,
     /// When it was published, for the published → socket latency.
     pub published_at: std::time::Instant,
     /// The API history it belongs to (see [`Hub::observe_resource_version`]).
@@ -200,11 +172,17 @@ pub struct SyncState {
 #[derive(Debug)]
 pub enum Start {
     /// A snapshot of the filtered view (a new client).
-    Snapshot { snapshot: Snapshot, id: String },
+    Snapshot {
+        snapshot: RenderedSnapshot,
+        id: String,
+    },
     /// The events after the client's last id, then live ones (a resumed client).
     Resume { backlog: Vec<Arc<Frame>> },
     /// The client's id is unknown or older than the history: a fresh snapshot.
-    Reset { snapshot: Snapshot, id: String },
+    Reset {
+        snapshot: RenderedSnapshot,
+        id: String,
+    },
 }
 
 /// A registered subscriber: how it starts, then live frames from `live`.
@@ -221,7 +199,7 @@ pub struct Subscription {
 /// A fresh snapshot for a subscriber that must start over, with its position.
 #[derive(Debug)]
 pub struct Resync {
-    pub snapshot: Snapshot,
+    pub snapshot: RenderedSnapshot,
     pub id: String,
     pub seq: u64,
     pub epoch: u64,
@@ -231,6 +209,10 @@ pub struct Resync {
 #[derive(Debug)]
 pub struct Hub {
     info: HubInfo,
+    /// The part of every snapshot that [`HubInfo`] fixes.
+    view_info: Arc<ViewInfo>,
+    /// Snapshots of the current view, serialized once per filter.
+    views: ViewCache,
     limits: HubLimits,
     state: RwLock<State>,
     sender: broadcast::Sender<Arc<Frame>>,
@@ -246,8 +228,17 @@ impl Hub {
         let boot: u32 = rand::random();
         let current_id = format!("boot-{boot:08x}.0");
         let positions = HashMap::from([(current_id.clone(), 0)]);
+        let view_info = Arc::new(ViewInfo {
+            mode: info.mode.clone(),
+            discovery_mode: info.mode.clone(),
+            namespace: info.namespace.clone(),
+            service_name: info.services.join(","),
+            services: info.services.clone(),
+        });
         Self {
             info,
+            view_info,
+            views: ViewCache::default(),
             limits,
             state: RwLock::new(State {
                 seq: 0,
@@ -331,7 +322,8 @@ impl Hub {
                 id: id.clone(),
                 kind: delta.kind,
                 instance: delta.instance.clone(),
-                json: json.into(),
+                json: Bytes::from(json),
+                encoded: OnceLock::new(),
                 published_at: std::time::Instant::now(),
                 epoch: state.epoch,
             });
@@ -347,6 +339,7 @@ impl Hub {
             let _ = self.sender.send(frame);
         }
         if !deltas.is_empty() {
+            self.views.clear();
             record_gauges(state);
         }
     }
@@ -437,28 +430,53 @@ impl Hub {
 
     /// The view as the lego-loco frontend reads it, restricted by `filter`.
     pub fn snapshot(&self, filter: &Filter, now: DateTime<Utc>) -> Snapshot {
-        self.build_snapshot(&self.read(), filter, now)
+        let state = self.read();
+        let instances = self.select(&state, filter);
+        let (last_update, synced) = Self::freshness(&state, now);
+        let stats = Stats::count(instances.iter().copied());
+        let info = &self.view_info;
+        Snapshot {
+            mode: info.mode.clone(),
+            discovery_mode: info.discovery_mode.clone(),
+            namespace: info.namespace.clone(),
+            service_name: info.service_name.clone(),
+            services: info.services.clone(),
+            last_update,
+            synced,
+            stats,
+            summary: Summary {
+                total: stats.total,
+                ready: stats.ready,
+                not_ready: stats.not_ready + stats.degraded,
+                last_update,
+            },
+            instances: instances.into_iter().cloned().collect(),
+        }
+    }
+
+    /// The same view serialized, shared with every other answer for this filter until
+    /// the view changes: what `/live` and the streams send.
+    pub fn rendered(&self, filter: &Filter, now: DateTime<Utc>) -> RenderedSnapshot {
+        self.render(&self.read(), filter, now)
     }
 
     /// A snapshot with the position it shows (id, seq, epoch), taken atomically.
     pub fn resync(&self, filter: &Filter, now: DateTime<Utc>) -> Resync {
         let state = self.read();
         Resync {
-            snapshot: self.build_snapshot(&state, filter, now),
+            snapshot: self.render(&state, filter, now),
             id: state.current_id.clone(),
             seq: state.seq,
             epoch: state.epoch,
         }
     }
 
-    /// `lastUpdate` is `now` while the watch is healthy (a push-fed view is current),
-    /// and the time of the last confirmation otherwise.
-    fn build_snapshot(&self, state: &State, filter: &Filter, now: DateTime<Utc>) -> Snapshot {
-        let mut instances: Vec<Instance> = state
+    /// The instances `filter` selects, in the order snapshots list them.
+    fn select<'a>(&self, state: &'a State, filter: &Filter) -> Vec<&'a Instance> {
+        let mut instances: Vec<&Instance> = state
             .instances
             .values()
             .filter(|i| filter.matches(i))
-            .cloned()
             .collect();
         sort_for_grid(&mut instances);
         if let Some(zone) = filter
@@ -469,28 +487,32 @@ impl Hub {
             // Stable: the grid order stays within each group.
             instances.sort_by_key(|i| i.kubernetes.zone.as_ref() != Some(zone));
         }
+        instances
+    }
+
+    /// `lastUpdate` is `now` while the watch is healthy (a push-fed view is current),
+    /// and the time of the last confirmation otherwise.
+    fn freshness(state: &State, now: DateTime<Utc>) -> (DateTime<Utc>, bool) {
         let last_update = if state.synced {
             now
         } else {
             state.confirmed_at
         };
-        let stats = Stats::count(&instances);
-        Snapshot {
-            mode: self.info.mode.clone(),
-            discovery_mode: self.info.mode.clone(),
-            namespace: self.info.namespace.clone(),
-            service_name: self.info.services.join(","),
-            services: self.info.services.clone(),
+        (last_update, state.synced)
+    }
+
+    fn render(&self, state: &State, filter: &Filter, now: DateTime<Utc>) -> RenderedSnapshot {
+        let view = self
+            .views
+            .get_or_render(filter, state.seq, state.epoch, || {
+                RenderedView::render(&self.select(state, filter), filter, state.seq, state.epoch)
+            });
+        let (last_update, synced) = Self::freshness(state, now);
+        RenderedSnapshot {
+            view,
+            info: self.view_info.clone(),
             last_update,
-            synced: state.synced,
-            stats,
-            summary: Summary {
-                total: stats.total,
-                ready: stats.ready,
-                not_ready: stats.not_ready + stats.degraded,
-                last_update,
-            },
-            instances,
+            synced,
         }
     }
 
@@ -512,7 +534,7 @@ impl Hub {
             .filter(|seq| seq + 1 >= oldest);
         let start = match (last_event_id, resumable) {
             (None, _) => Start::Snapshot {
-                snapshot: self.build_snapshot(&state, filter, now),
+                snapshot: self.render(&state, filter, now),
                 id: state.current_id.clone(),
             },
             (Some(_), Some(seq)) => Start::Resume {
@@ -524,7 +546,7 @@ impl Hub {
                     .collect(),
             },
             (Some(_), None) => Start::Reset {
-                snapshot: self.build_snapshot(&state, filter, now),
+                snapshot: self.render(&state, filter, now),
                 id: state.current_id.clone(),
             },
         };
@@ -571,7 +593,7 @@ fn adjust(stats: &mut Stats, status: Status, by: isize) {
 }
 
 /// Orders instances by service, then as the lego-loco grid fills its slots.
-fn sort_for_grid(instances: &mut [Instance]) {
+fn sort_for_grid(instances: &mut [&Instance]) {
     instances.sort_by(|a, b| {
         (a.namespace.as_str(), a.service.as_str(), a.sort_key()).cmp(&(
             b.namespace.as_str(),

@@ -48,6 +48,10 @@ pub const CONNECTIONS_CLOSED: &str = "loco_discovery_connections_closed_total";
 /// Failed `accept` calls, by reason (file_limit, no_memory, other).
 pub const ACCEPT_ERRORS: &str = "loco_discovery_accept_errors_total";
 
+/// Snapshot answers (`/live`, stream snapshots and resets), by how they got their
+/// instances: shared (serialized before), rendered (serialized now and kept), uncached.
+pub const SNAPSHOT_RENDERS: &str = "loco_discovery_snapshot_renders_total";
+
 /// Metadata or static files that could not be read or parsed, by file.
 pub const FILE_ERRORS: &str = "loco_discovery_file_errors_total";
 
@@ -132,6 +136,11 @@ pub fn describe() {
         ACCEPT_ERRORS,
         Unit::Count,
         "Failed accepts of new connections, by reason: file_limit (EMFILE/ENFILE: the server waits 100 ms and retries), no_memory, other."
+    );
+    describe_counter!(
+        SNAPSHOT_RENDERS,
+        Unit::Count,
+        "Snapshot answers (/live, stream snapshots and resets), by result: shared (the view was serialized once for this position and filter and shared), rendered (serialized now and kept for the next answer), uncached (serialized for this answer only: too many distinct filters)."
     );
     describe_counter!(
         FILE_ERRORS,

@@ -159,7 +159,7 @@ fn frame_ids_name_the_change_and_the_position_within_it() {
         .map(|fr| fr.id.clone())
         .collect();
     assert_eq!(history, vec!["101.1", "101.2", "101.3"]);
-    let json: serde_json::Value = serde_json::from_str(&f.hub.read().history[0].json).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&f.hub.read().history[0].json).unwrap();
     assert_eq!(json["type"], "InstanceAdded");
     assert_eq!(json["id"], "101.1");
     assert_eq!(json["instanceId"], "instance-0");
@@ -169,7 +169,7 @@ fn frame_ids_name_the_change_and_the_position_within_it() {
         "stats of the service after this delta"
     );
     assert!(json["instance"]["addresses"]["podIP"].is_string());
-    let last: serde_json::Value = serde_json::from_str(&f.hub.read().history[2].json).unwrap();
+    let last: serde_json::Value = serde_json::from_slice(&f.hub.read().history[2].json).unwrap();
     assert_eq!(last["stats"]["total"], 3);
 }
 
@@ -179,7 +179,7 @@ fn a_new_subscriber_gets_the_snapshot_then_only_later_frames() {
     let mut sub = f.hub.subscribe(&Filter::default(), None, t(3));
     match &sub.start {
         Start::Snapshot { snapshot, id } => {
-            assert_eq!(snapshot.instances.len(), 3);
+            assert_eq!(snapshot.len(), 3);
             assert_eq!(id, "101.3");
         }
         other => panic!("{other:?}"),
@@ -219,7 +219,7 @@ fn an_unknown_or_expired_id_gets_a_reset_snapshot() {
     for id in ["nonsense", "101.1"] {
         match f.hub.subscribe(&Filter::default(), Some(id), t(9)).start {
             Start::Reset { snapshot, id } => {
-                assert_eq!(snapshot.instances.len(), 4);
+                assert_eq!(snapshot.len(), 4);
                 assert_eq!(id, "104.1");
             }
             other => panic!("{other:?}"),
@@ -393,4 +393,82 @@ fn a_terminating_instance_says_degraded_to_the_cards_and_offline_as_its_state() 
     );
     let back: Instance = serde_json::from_value(json["instances"][2].clone()).unwrap();
     assert_eq!(back.status, Status::Offline);
+}
+
+#[test]
+fn a_rendered_snapshot_is_the_snapshot_and_its_event_byte_for_byte() {
+    let f = fed();
+    let filters = [
+        Filter::default(),
+        Filter {
+            statuses: vec![Status::Booting],
+            ..Filter::default()
+        },
+        Filter {
+            prefer_zone: Some("z1".into()),
+            ..Filter::default()
+        },
+    ];
+    for filter in filters {
+        let rendered = f.hub.rendered(&filter, t(4));
+        let snapshot = f.hub.snapshot(&filter, t(4));
+        assert_eq!(
+            rendered.to_json(None),
+            serde_json::to_vec(&snapshot).unwrap()
+        );
+        let event = crate::rendered::EventHead {
+            kind: "reset",
+            id: "101.3",
+            reason: Some("unknown_id"),
+        };
+        let expected = SnapshotEvent {
+            kind: "reset",
+            id: "101.3",
+            reason: Some("unknown_id"),
+            snapshot: &snapshot,
+        };
+        assert_eq!(
+            rendered.to_json(Some(event)),
+            serde_json::to_vec(&expected).unwrap()
+        );
+        assert_eq!(rendered.to_snapshot(), snapshot);
+    }
+}
+
+#[test]
+fn a_view_is_serialized_once_per_position_and_filter_and_forgotten_when_it_changes() {
+    let mut f = fed();
+    f.hub.mark_ready(t(3));
+    f.hub.confirm(t(3));
+    let all = Filter::default();
+    let first = f.hub.rendered(&all, t(4));
+    let again = f.hub.rendered(&all, t(5));
+    assert!(Arc::ptr_eq(&first.view, &again.view), "shared bytes");
+    assert_ne!(
+        first.head(None),
+        again.head(None),
+        "each answer has its own time"
+    );
+    let Start::Snapshot { snapshot, .. } = f.hub.subscribe(&all, None, t(6)).start else {
+        panic!("a new subscriber starts from a snapshot");
+    };
+    assert!(Arc::ptr_eq(&first.view, &snapshot.view));
+    f.set(&[(0, true)]);
+    assert!(f.hub.views.is_empty(), "a publish forgets the old view");
+    let after = f.hub.rendered(&all, t(7));
+    assert!(!Arc::ptr_eq(&first.view, &after.view));
+    assert_eq!(after.len(), 1);
+}
+
+#[test]
+fn the_view_cache_is_bounded_whatever_filters_clients_choose() {
+    let f = fed();
+    for n in 0..3 * crate::rendered::MAX_CACHED_VIEWS {
+        let filter = Filter {
+            zones: vec![format!("zone-{n}")],
+            ..Filter::default()
+        };
+        assert!(f.hub.rendered(&filter, t(4)).is_empty());
+    }
+    assert_eq!(f.hub.views.len(), crate::rendered::MAX_CACHED_VIEWS);
 }
