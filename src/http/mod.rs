@@ -8,6 +8,7 @@ mod assets;
 mod auth;
 mod cors;
 mod discovery;
+mod lean_stream;
 mod query;
 mod reply;
 mod security_headers;

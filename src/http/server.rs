@@ -3,6 +3,7 @@
 //! idle between requests), behaviour at the open-file limit, graceful shutdown and the
 //! classification of connection errors.
 
+use super::lean_stream::{self, FirstRequest};
 use super::shared_body::{PiecesBody, SharedBody};
 use crate::metrics as m;
 use http_body_util::Either;
@@ -85,45 +86,24 @@ pub async fn serve<F>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (stream, writes) = Watched::new(stream);
         let inner = TowerToHyperService::new(warp::service(filter.clone()));
-        // HEAD is answered as GET without the body (hyper leaves the body out).
-        let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
-            if request.method() == http::Method::HEAD {
-                *request.method_mut() = http::Method::GET;
-            }
-            if request.headers().contains_key(http::header::UPGRADE) {
-                PendingUpgrade::hand_over(&mut request);
-            }
-            let response = hyper::service::Service::call(&inner, request);
-            async move { response.await.map(with_shared_body) }
-        });
-        let conn = http1
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let (open, shutdown) = (open.clone(), shutdown.clone());
-        let write_timeout = limits.write_timeout;
+        let (open, shutdown, limits, http1) = (
+            open.clone(),
+            shutdown.clone(),
+            limits.clone(),
+            http1.clone(),
+        );
         tokio::spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let mut stalled = std::pin::pin!(writes.stalled(write_timeout));
-            let mut draining = false;
-            let result = loop {
-                tokio::select! {
-                    result = conn.as_mut() => break result,
-                    _ = shutdown.cancelled(), if !draining => {
-                        conn.as_mut().graceful_shutdown();
-                        draining = true;
-                    }
-                    _ = stalled.as_mut() => {
-                        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "write_stalled")
-                            .increment(1);
-                        tracing::debug!("closing a connection whose socket accepts nothing");
-                        break Ok(());
+            match lean_stream::first_request(&stream, limits.header_read_timeout).await {
+                FirstRequest::Sse => lean_stream::serve(stream, inner, &limits).await,
+                FirstRequest::Gone(reason) => {
+                    if reason == "header_timeout" {
+                        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason).increment(1);
                     }
                 }
-            };
-            if let Err(error) = result {
-                connection_failed(&error);
+                FirstRequest::Other => {
+                    serve_with_hyper(stream, inner, http1, &limits, shutdown).await
+                }
             }
             drop(open);
         });
@@ -131,6 +111,61 @@ pub async fn serve<F>(
     drop(listener);
     drop(open);
     let _ = all_closed.recv().await;
+}
+
+/// Serves a connection with hyper: every request but a subscriber's first (see
+/// [`lean_stream`]).
+async fn serve_with_hyper<S>(
+    stream: tokio::net::TcpStream,
+    inner: S,
+    http1: hyper::server::conn::http1::Builder,
+    limits: &ServerLimits,
+    shutdown: CancellationToken,
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (stream, writes) = Watched::new(stream);
+    // HEAD is answered as GET without the body (hyper leaves the body out).
+    let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
+        if request.method() == http::Method::HEAD {
+            *request.method_mut() = http::Method::GET;
+        }
+        if request.headers().contains_key(http::header::UPGRADE) {
+            PendingUpgrade::hand_over(&mut request);
+        }
+        let response = hyper::service::Service::call(&inner, request);
+        async move { response.await.map(with_shared_body) }
+    });
+    let conn = http1
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut stalled = std::pin::pin!(writes.stalled(limits.write_timeout));
+    let mut draining = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = shutdown.cancelled(), if !draining => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = stalled.as_mut() => {
+                metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "write_stalled")
+                    .increment(1);
+                tracing::debug!("closing a connection whose socket accepts nothing");
+                break Ok(());
+            }
+        }
+    };
+    if let Err(error) = result {
+        connection_failed(&error);
+    }
 }
 
 /// Swaps warp's body for the [`SharedBody`] a route left in the extensions, if any.

@@ -62,6 +62,13 @@ pub struct PiecesBody {
     len: Option<u64>,
 }
 
+impl PiecesBody {
+    /// The next piece, or `None` at the end of the body.
+    pub async fn next_piece(&mut self) -> Option<Bytes> {
+        futures::StreamExt::next(&mut self.pieces).await
+    }
+}
+
 impl http_body::Body for PiecesBody {
     type Data = Bytes;
     type Error = Infallible;

@@ -220,15 +220,17 @@ pub fn subscriber_stream(
                 }
             }
         }
-        let mut heartbeat = tokio::time::interval_at(
-            tokio::time::Instant::now() + config.heartbeat,
-            config.heartbeat,
-        );
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Timers and waiters are set up once, not per event: an event only records when
+        // it was sent, and the heartbeat timer moves when it fires (once per interval).
+        let heartbeat = tokio::time::sleep(config.heartbeat);
+        let mut heartbeat = std::pin::pin!(heartbeat);
+        let mut last_sent = tokio::time::Instant::now();
+        let shutdown = config.shutdown.clone();
+        let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
         loop {
             tokio::select! {
                 biased;
-                _ = config.shutdown.cancelled() => {
+                _ = &mut shutdown => {
                     let retry = jittered(config.retry);
                     let data = json!({"type": "reconnect", "retryMs": retry.as_millis() as u64})
                         .to_string();
@@ -242,7 +244,7 @@ pub fn subscriber_stream(
                         Ok(frame) if frame.seq <= after_seq => continue,
                         Ok(frame) if frame.epoch == epoch => {
                             if let Some(out) = view.pass(&frame) {
-                                heartbeat.reset();
+                                last_sent = tokio::time::Instant::now();
                                 yield out;
                             }
                             continue;
@@ -254,7 +256,7 @@ pub fn subscriber_stream(
                     let resync = hub.resync(&view.filter, Utc::now());
                     (after_seq, epoch) = (resync.seq, resync.epoch);
                     view.reset(&resync.snapshot);
-                    heartbeat.reset();
+                    last_sent = tokio::time::Instant::now();
                     metrics::counter!(m::RESETS, "reason" => reason).increment(1);
                     yield Outgoing::Snapshot {
                         kind: "reset",
@@ -263,7 +265,14 @@ pub fn subscriber_stream(
                         snapshot: resync.snapshot,
                     };
                 },
-                _ = heartbeat.tick() => {
+                _ = heartbeat.as_mut() => {
+                    let due = last_sent + config.heartbeat;
+                    if due > tokio::time::Instant::now() {
+                        heartbeat.as_mut().reset(due);
+                        continue;
+                    }
+                    heartbeat.as_mut().reset(tokio::time::Instant::now() + config.heartbeat);
+                    last_sent = tokio::time::Instant::now();
                     metrics::counter!(m::HEARTBEATS).increment(1);
                     yield Outgoing::Heartbeat;
                 }
