@@ -163,6 +163,11 @@ pub struct StreamArgs {
     /// Events kept for clients that resume with Last-Event-ID.
     #[arg(long, env = "HISTORY_SIZE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub history_size: u32,
+    /// Events a stream subscriber may fall behind before it is sent a `reset` snapshot
+    /// instead of its backlog (a burst such as a 10,000-pod rollout publishes tens of
+    /// thousands of deltas in a second). The ring holds the same frames as the history.
+    #[arg(long, env = "SUBSCRIBER_LAG", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub subscriber_lag: u32,
     /// How long open streams get to close at shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,
@@ -186,6 +191,7 @@ impl StreamArgs {
         config.stream.heartbeat = self.heartbeat;
         config.stream.max_subscribers = self.max_subscribers;
         config.hub.history = self.history_size as usize;
+        config.hub.subscriber_lag = self.subscriber_lag as usize;
         config.shutdown_grace = self.shutdown_grace;
         config.server = ServerLimits {
             header_read_timeout: self.header_read_timeout,

@@ -6,9 +6,11 @@
 //! may hold at most 20,000 open files), writes EndpointSlices through the simulated API
 //! (and publishes a delta of the same size to nchan at the same pace), and prints what it
 //! measured with the gateway/nchan ratios. `--targets poll` adds clients polling `/live`.
-//! `loco-loadtest rollout` measures a 10,000-endpoint rolling update.
+//! `loco-loadtest rollout` measures a 10,000-endpoint rolling update, `loco-loadtest memory`
+//! what 10,000-instance snapshots cost in memory.
 //! Everything stays on 127.0.0.1 and every loop is bounded in time.
 
+mod memory;
 mod nchan;
 mod rollout;
 mod sub;
@@ -35,6 +37,9 @@ enum Cmd {
     Run(RunArgs),
     /// The 10,000-endpoint rolling update: time to converge, events/s, CPU.
     Rollout(rollout::Args),
+    /// Gateway memory with a 10,000-instance view: never-reading clients, concurrent
+    /// `/live`, and after every client left.
+    Memory(memory::Args),
     /// (Internal) hold `count` subscribers (or pollers) and report as JSON.
     Subscribe(sub::Settings),
 }
@@ -109,6 +114,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Run(args) => run(args),
         Cmd::Rollout(args) => rollout::run(args),
+        Cmd::Memory(args) => memory::run(args),
         Cmd::Subscribe(settings) => {
             let report = tokio::runtime::Runtime::new()?.block_on(sub::child(settings));
             println!("{}", serde_json::to_string(&report)?);

@@ -7,9 +7,11 @@
 
 use crate::{cpu_and_rss, Cluster};
 use anyhow::{bail, Result};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Clone)]
@@ -26,7 +28,7 @@ pub struct Args {
 }
 
 #[derive(Clone, Copy)]
-enum Phase {
+pub enum Phase {
     /// The old pods, ready.
     Old,
     /// The old pods, terminating.
@@ -37,7 +39,7 @@ enum Phase {
     NewReady,
 }
 
-fn slice(s: usize, per_slice: usize, phase: Phase) -> Value {
+pub fn slice(s: usize, per_slice: usize, phase: Phase) -> Value {
     let endpoints: Vec<Value> = (0..per_slice)
         .map(|e| {
             let (generation, ready, terminating) = match phase {
@@ -79,43 +81,47 @@ async fn follow(gateway: String, tx: tokio::sync::watch::Sender<View>) -> Result
     // key → (new generation, ready)
     let mut view: HashMap<String, (bool, bool)> = HashMap::new();
     let (mut ready, mut new) = (0i64, 0i64);
-    let entry = |instance: &Value| {
-        let pod = instance["podName"].as_str().unwrap_or("");
+    let entry = |instance: &Followed| {
         (
-            pod.ends_with("-b"),
-            instance["status"].as_str() == Some("ready"),
+            instance.pod_name.ends_with("-b"),
+            instance.status == "ready",
         )
     };
     while let Some(chunk) = response.chunk().await? {
         pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
+        let mut at = 0;
+        while let Some(len) = pending[at..].iter().position(|&b| b == b'\n') {
+            let line = &pending[at..at + len];
+            at += len + 1;
             let Some(data) = line.strip_prefix(b"data:") else {
                 continue;
             };
-            let Ok(event) = serde_json::from_slice::<Value>(data) else {
+            let Ok(event) = serde_json::from_slice::<Event>(data) else {
                 continue;
             };
-            if let Some(instances) = event["instances"].as_array() {
+            if let Some(instances) = event.instances {
+                if event.kind == "reset" {
+                    RESETS.fetch_add(1, Ordering::Relaxed);
+                }
                 view = instances
                     .iter()
-                    .filter_map(|i| Some((i["key"].as_str()?.to_owned(), entry(i))))
+                    .map(|i| (i.key.clone(), entry(i)))
                     .collect();
                 ready = view.values().filter(|(_, r)| *r).count() as i64;
                 new = view.values().filter(|(n, r)| *n && *r).count() as i64;
                 continue;
             }
-            let Some(key) = event["key"].as_str() else {
+            let Some(key) = event.key else {
                 continue;
             };
-            let old = if event["type"].as_str() == Some("InstanceRemoved") {
-                view.remove(key)
-            } else if event["instance"].is_object() {
-                view.insert(key.to_owned(), entry(&event["instance"]))
+            let old = if event.kind == "InstanceRemoved" {
+                view.remove(&key)
+            } else if let Some(instance) = &event.instance {
+                view.insert(key.clone(), entry(instance))
             } else {
                 None
             };
-            let now = view.get(key).copied();
+            let now = view.get(&key).copied();
             // Keep the counts incrementally: the follower must not lag the gateway.
             for (sign, state) in [(-1i64, old), (1, now)] {
                 if let Some((new_generation, is_ready)) = state {
@@ -124,9 +130,34 @@ async fn follow(gateway: String, tx: tokio::sync::watch::Sender<View>) -> Result
                 }
             }
         }
+        pending.drain(..at);
         tx.send_replace((view.len(), ready.max(0) as usize, new.max(0) as usize));
     }
     Ok(())
+}
+
+/// `reset` events the follower received (it fell behind the gateway's ring).
+static RESETS: AtomicU64 = AtomicU64::new(0);
+
+/// The fields of an event the follower reads (serde skips the rest).
+#[derive(Deserialize)]
+struct Event {
+    #[serde(rename = "type", default)]
+    kind: String,
+    key: Option<String>,
+    instance: Option<Followed>,
+    instances: Option<Vec<Followed>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Followed {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    pod_name: String,
+    #[serde(default)]
+    status: String,
 }
 
 /// Waits until the followed view satisfies `done`; returns when it first did.
@@ -234,6 +265,10 @@ pub fn run(args: Args) -> Result<()> {
             .json()
             .await?;
         println!("  /live stats at the end     {}", live["stats"]);
+        println!(
+            "  follower resets            {} (the follower fell behind the gateway's ring and got a snapshot)",
+            RESETS.load(Ordering::Relaxed)
+        );
         follower.abort();
         Ok(())
     })

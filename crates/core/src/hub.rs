@@ -46,7 +46,7 @@ impl Default for HubLimits {
     fn default() -> Self {
         Self {
             history: 4096,
-            subscriber_lag: 1024,
+            subscriber_lag: 4096,
         }
     }
 }
@@ -340,6 +340,7 @@ impl Hub {
         }
         if !deltas.is_empty() {
             self.views.clear();
+            crate::model::shrink_if_sparse(&mut state.instances);
             record_gauges(state);
         }
     }

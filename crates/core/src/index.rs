@@ -516,6 +516,9 @@ impl EndpointIndex {
         deltas.extend(changes);
         if entry.instances.is_empty() && entry.slices.is_empty() {
             self.services.remove(service);
+        } else {
+            crate::model::shrink_if_sparse(&mut entry.instances);
+            crate::model::shrink_if_sparse(&mut entry.pods);
         }
     }
 }

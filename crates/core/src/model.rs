@@ -381,3 +381,12 @@ pub struct Snapshot {
     pub summary: Summary,
     pub instances: Vec<Instance>,
 }
+
+/// Gives a map's memory back once it holds under a quarter of what it has room for: a
+/// service scaled from 10,000 pods to 10 must not keep a table sized for 10,000
+/// (`HashMap` never shrinks by itself). Amortized O(1): a shrink follows as many removals.
+pub fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut std::collections::HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
+    }
+}

@@ -472,3 +472,19 @@ fn the_view_cache_is_bounded_whatever_filters_clients_choose() {
     }
     assert_eq!(f.hub.views.len(), crate::rendered::MAX_CACHED_VIEWS);
 }
+
+#[test]
+fn the_view_gives_its_table_back_when_a_large_service_shrinks() {
+    let mut f = Fixture::new(HubLimits::default());
+    f.set(&(0..250).map(|o| (o, true)).collect::<Vec<_>>());
+    let large = f.hub.read().instances.capacity();
+    assert!(large >= 250);
+    f.set(&[(0, true)]);
+    let state = f.hub.read();
+    assert_eq!(state.instances.len(), 1);
+    assert!(
+        state.instances.capacity() < large / 4,
+        "{}",
+        state.instances.capacity()
+    );
+}
