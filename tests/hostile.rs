@@ -109,6 +109,14 @@ async fn silent_partial_and_idle_keep_alive_connections_are_closed() {
     assert!(gateway.live("").await["instances"].is_array());
 }
 
+/// Connections closed for `reason`, from `/metrics`.
+async fn closed_for(gateway: &Gateway, reason: &str) -> f64 {
+    let name = "loco_discovery_connections_closed_total";
+    scrape::Scrape::from(gateway)
+        .await
+        .get(name, &[("reason", reason)])
+}
+
 #[tokio::test]
 async fn a_client_closing_mid_request_is_counted_not_an_error() {
     use tokio::io::AsyncWriteExt;
@@ -122,15 +130,7 @@ async fn a_client_closing_mid_request_is_counted_not_an_error() {
         drop(gone);
     }
     let counted = eventually(LIMIT, || async {
-        let text = reqwest::get(gateway.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines().any(|l| {
-            l.starts_with("loco_discovery_connections_closed_total{reason=\"client_closed\"}")
-        })
+        closed_for(&gateway, "client_closed").await >= 1.0
     })
     .await;
     assert!(counted.is_ok(), "no client_closed count in /metrics");
@@ -301,4 +301,98 @@ async fn a_gateway_at_its_file_limit_serves_again() {
         "locked out while {} idle connections are held",
         hostile.len()
     );
+}
+
+/// A gateway that takes at most `max` connections, with a short heartbeat so a
+/// subscriber that leaves is noticed at once.
+async fn gateway_with_max_connections(cluster: &SimCluster, max: usize) -> Gateway {
+    let mut config = loco_discovery::GatewayConfig::new(NS, vec![SVC.into()]);
+    config.server.max_connections = Some(max);
+    config.server.header_read_timeout = Duration::from_secs(60);
+    config.stream.heartbeat = Duration::from_millis(200);
+    Gateway::start_with(cluster, config).await
+}
+
+/// A keep-alive connection that has had one answer and now sits idle.
+async fn idle_keep_alive(gateway: &Gateway) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(LIMIT, stream.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
+#[tokio::test]
+async fn at_the_connection_ceiling_the_oldest_idle_connection_makes_room() {
+    let cluster = SimCluster::start().await;
+    let gateway = gateway_with_max_connections(&cluster, 20).await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(idle_keep_alive(&gateway).await);
+    }
+    // A new client is served: an idle connection was closed to make room.
+    let fresh = reqwest::Client::new();
+    let response = fresh.get(gateway.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        closed_within(&mut idle[0], LIMIT).await,
+        "the oldest idle connection is still open"
+    );
+    let shed = closed_for(&gateway, "shed_idle").await;
+    assert!(shed >= 1.0, "shed_idle counted: {shed}");
+    // A connection that has just been answered is not the one shed.
+    assert!(!closed_within(&mut idle[19], Duration::from_millis(200)).await);
+}
+
+#[tokio::test]
+async fn at_the_connection_ceiling_with_every_connection_busy_a_new_client_gets_503() {
+    let cluster = SimCluster::start().await;
+    let gateway = gateway_with_max_connections(&cluster, 20).await;
+    let mut subscribers = Vec::new();
+    for _ in 0..20 {
+        subscribers.push(gateway.sse("", None).await);
+    }
+    let response = reqwest::Client::new()
+        .get(gateway.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("connections"));
+    // The subscribers are served all along.
+    cluster.put(&slice("emu-a", vec![pod(0, true)]));
+    for subscriber in &mut subscribers {
+        assert_eq!(subscriber.next().await.event, "snapshot");
+        assert_eq!(subscriber.next().await.event, "InstanceAdded");
+    }
+    subscribers.truncate(15);
+    let served = eventually(LIMIT, || async {
+        reqwest::Client::new()
+            .get(gateway.url("/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(served.is_ok(), "not served after subscribers left");
+    let rejected = scrape::Scrape::from(&gateway)
+        .await
+        .get("loco_discovery_connections_rejected_total", &[]);
+    assert!(rejected >= 1.0, "rejections counted: {rejected}");
 }

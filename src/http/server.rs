@@ -3,6 +3,7 @@
 //! idle between requests), behaviour at the open-file limit, graceful shutdown and the
 //! classification of connection errors.
 
+use super::conn_limit::{self, Connections, Slot};
 use crate::metrics as m;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -30,6 +31,9 @@ pub struct ServerLimits {
     /// has bytes to write (a stream or a response to a client that never reads) is closed,
     /// which frees its subscriber slot.
     pub write_timeout: Duration,
+    /// The most open client connections (see [`conn_limit`](super::conn_limit)); `None`
+    /// for 90% of the open-file limit.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerLimits {
@@ -38,6 +42,7 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             backlog: 4096,
             write_timeout: Duration::from_secs(30),
+            max_connections: None,
         }
     }
 }
@@ -71,6 +76,7 @@ pub async fn serve<F>(
         .header_read_timeout(limits.header_read_timeout);
     // Every connection task holds a sender; all dropped = all connections closed.
     let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let connections = Connections::new(limits.max_connections);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -82,8 +88,14 @@ pub async fn serve<F>(
                 }
             },
         };
+        let Some(slot) = connections.admit(&shutdown) else {
+            conn_limit::refuse(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let (closing, activity) = (slot.closing(), slot.activity());
         let (stream, writes) = Watched::new(stream);
+        let stream = stream.holding(slot);
         let inner = TowerToHyperService::new(warp::service(filter.clone()));
         // HEAD is answered as GET without the body (hyper leaves the body out).
         let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
@@ -95,10 +107,11 @@ pub async fn serve<F>(
             }
             hyper::service::Service::call(&inner, request)
         });
+        let service = conn_limit::Tracked::new(service, activity);
         let conn = http1
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let (open, shutdown) = (open.clone(), shutdown.clone());
+        let (open, shutdown) = (open.clone(), closing);
         let write_timeout = limits.write_timeout;
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
@@ -264,6 +277,9 @@ impl WriteProgress {
 pub struct Watched<S> {
     inner: S,
     progress: Arc<WriteProgress>,
+    /// The connection's place under the connection ceiling, given back when the socket
+    /// closes (also after an upgrade hands the socket to a WebSocket).
+    _slot: Option<Slot>,
 }
 
 impl<S> Watched<S> {
@@ -275,8 +291,17 @@ impl<S> Watched<S> {
         let watched = Self {
             inner,
             progress: progress.clone(),
+            _slot: None,
         };
         (watched, progress)
+    }
+
+    /// This socket, holding `slot` until it is dropped.
+    pub fn holding(self, slot: Slot) -> Self {
+        Self {
+            _slot: Some(slot),
+            ..self
+        }
     }
 
     fn track<T>(&self, poll: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {

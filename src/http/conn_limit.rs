@@ -1,0 +1,301 @@
+//! A ceiling on open client connections, below the process's open-file limit, so the
+//! server keeps accepting when clients try to take every descriptor: at the ceiling the
+//! oldest idle keep-alive connection (no request in flight, or not even a complete
+//! request head yet) is closed to make room, and when every connection is busy (stream
+//! subscribers, requests in flight) the newcomer gets a short `503` with `Retry-After`
+//! instead of a lockout. Without this, `accept` fails with EMFILE until some client
+//! leaves on its own.
+
+use crate::metrics as m;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// The share of the open-file limit client connections may take by default; the rest is
+/// kept for the Kubernetes watch, probes, files and the admin port.
+const DEFAULT_SHARE: f64 = 0.9;
+
+/// The default ceiling: 90% of the soft open-file limit (`RLIMIT_NOFILE`), or none when
+/// the limit cannot be read.
+pub fn default_max_connections() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    let soft: usize = soft.parse().ok()?;
+    Some(((soft as f64 * DEFAULT_SHARE) as usize).max(1))
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// Cancelled to close the connection gracefully (it is idle, so at once).
+    close: CancellationToken,
+    in_flight: usize,
+    /// Upgraded to a WebSocket: a subscriber, never idle.
+    upgraded: bool,
+    /// Since when no request has been in flight.
+    idle_since: Instant,
+    shed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    next_id: u64,
+    open: HashMap<u64, Entry>,
+}
+
+/// The open connections of one listener, up to `max`.
+#[derive(Clone, Debug)]
+pub struct Connections {
+    max: usize,
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Connections {
+    /// `max` open connections; `None` for the default ([`default_max_connections`]).
+    pub fn new(max: Option<usize>) -> Self {
+        let max = max.or_else(default_max_connections).unwrap_or(usize::MAX);
+        Self {
+            max: max.max(1),
+            registry: Arc::default(),
+        }
+    }
+
+    /// A place for a new connection, closed along with `shutdown`. At the ceiling the
+    /// oldest idle connection is closed to make room; `None` when none is idle.
+    pub fn admit(&self, shutdown: &CancellationToken) -> Option<Slot> {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let counted = registry.open.values().filter(|e| !e.shed).count();
+        if counted >= self.max {
+            let oldest = registry
+                .open
+                .values_mut()
+                .filter(|e| !e.shed && !e.upgraded && e.in_flight == 0)
+                .min_by_key(|e| e.idle_since)?;
+            oldest.shed = true;
+            oldest.close.cancel();
+            metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "shed_idle").increment(1);
+        }
+        let id = registry.next_id;
+        registry.next_id += 1;
+        let close = shutdown.child_token();
+        registry.open.insert(
+            id,
+            Entry {
+                close: close.clone(),
+                in_flight: 0,
+                upgraded: false,
+                idle_since: Instant::now(),
+                shed: false,
+            },
+        );
+        Some(Slot {
+            id,
+            close,
+            registry: self.registry.clone(),
+        })
+    }
+
+    /// Connections open now (including those being closed to make room).
+    pub fn open(&self) -> usize {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.open.len()
+    }
+}
+
+/// One admitted connection; dropping it (with the socket) gives its place back.
+#[derive(Debug)]
+pub struct Slot {
+    id: u64,
+    close: CancellationToken,
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Slot {
+    /// Cancelled when the connection should close: at shutdown, or shed while idle.
+    pub fn closing(&self) -> CancellationToken {
+        self.close.clone()
+    }
+
+    /// What tracks the requests of this connection.
+    pub fn activity(&self) -> Activity {
+        Activity {
+            id: self.id,
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.open.remove(&self.id);
+    }
+}
+
+/// Marks a connection busy while a request is in flight.
+#[derive(Clone, Debug)]
+pub struct Activity {
+    id: u64,
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Activity {
+    fn update(&self, f: impl FnOnce(&mut Entry)) {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = registry.open.get_mut(&self.id) {
+            f(entry);
+        }
+    }
+
+    /// A request started; busy until the returned guard (kept with the response body)
+    /// drops. An upgrade request makes the connection a subscriber for good.
+    fn begin(&self, upgrade: bool) -> Busy {
+        self.update(|e| {
+            e.in_flight += 1;
+            e.upgraded |= upgrade;
+        });
+        Busy(self.clone())
+    }
+}
+
+/// A request in flight; dropped once its response is sent (or abandoned).
+#[derive(Debug)]
+struct Busy(Activity);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.update(|e| {
+            e.in_flight = e.in_flight.saturating_sub(1);
+            if e.in_flight == 0 {
+                e.idle_since = Instant::now();
+            }
+        });
+    }
+}
+
+/// A service whose requests mark their connection busy until the response is sent.
+#[derive(Clone, Debug)]
+pub struct Tracked<S> {
+    inner: S,
+    activity: Activity,
+}
+
+impl<S> Tracked<S> {
+    pub fn new(inner: S, activity: Activity) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<S, B, R> hyper::service::Service<http::Request<B>> for Tracked<S>
+where
+    S: hyper::service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: hyper::body::Body + Unpin,
+{
+    type Response = http::Response<TrackedBody<R>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn call(&self, request: http::Request<B>) -> Self::Future {
+        let upgrade = request.headers().contains_key(http::header::UPGRADE);
+        let busy = self.activity.begin(upgrade);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|inner| TrackedBody { inner, _busy: busy }))
+        })
+    }
+}
+
+/// A response body that keeps its connection busy until it is sent or dropped.
+#[derive(Debug)]
+pub struct TrackedBody<B> {
+    inner: B,
+    _busy: Busy,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The answer to a connection refused at the ceiling.
+const REFUSED: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 61\r\n\r\n\
+{\"error\":\"too many open connections; retry later\",\"code\":503}";
+
+/// How long a refused connection gets to take its answer.
+const REFUSE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Answers a connection refused at the ceiling with a `503` and closes it, counted. The
+/// request is read and discarded for a moment first, so closing with unread bytes does
+/// not reset the connection before the client reads the answer.
+pub fn refuse(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    metrics::counter!(m::CONNECTIONS_REJECTED, "reason" => "capacity").increment(1);
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(REFUSE_WITHIN, async {
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await;
+            stream.write_all(REFUSED.as_bytes()).await?;
+            stream.shutdown().await?;
+            while stream.read(&mut buf).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_a_complete_json_answer() {
+        let (head, body) = REFUSED.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["code"], 503);
+    }
+
+    #[test]
+    fn the_oldest_idle_connection_makes_room_and_busy_ones_never_do() {
+        let shutdown = CancellationToken::new();
+        let connections = Connections::new(Some(2));
+        let first = connections.admit(&shutdown).unwrap();
+        let second = connections.admit(&shutdown).unwrap();
+        let busy = second.activity().begin(false);
+        let third = connections.admit(&shutdown).expect("the idle one is shed");
+        assert!(first.closing().is_cancelled());
+        assert!(!second.closing().is_cancelled());
+        drop(first);
+        let _subscriber = third.activity().begin(true);
+        assert!(connections.admit(&shutdown).is_none(), "all busy");
+        drop(busy);
+        assert!(connections.admit(&shutdown).is_some(), "idle again");
+        assert!(!third.closing().is_cancelled(), "an upgraded one stays");
+    }
+}
