@@ -161,31 +161,56 @@ async fn the_listen_backlog_is_raised() {
     assert_eq!(backlog, 4096.min(somaxconn));
 }
 
-#[tokio::test]
-async fn a_subscriber_that_never_reads_is_closed_and_its_slot_freed() {
+/// A subscriber that stops reading (connected by `connect`, on a small receive buffer,
+/// holding the only subscriber slot) is closed after the write timeout once churn fills
+/// every buffer between the gateway and it, and its slot is freed and counted.
+async fn never_reading_subscriber_frees_its_slot<F, Fut>(connect: F)
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = tokio::net::TcpStream>,
+{
     let cluster = SimCluster::start().await;
     let mut config = loco_discovery::GatewayConfig::new(NS, vec![SVC.into()]);
     config.stream.max_subscribers = 1;
+    config.stream.write_timeout = Duration::from_secs(1);
     config.server.write_timeout = Duration::from_secs(1);
     let gateway = Gateway::start_with(&cluster, config).await;
-    let _slow = slow_subscriber(gateway.addr).await;
-    // The slot is taken.
-    eventually(LIMIT, || async {
+    let _slow = connect(gateway.addr).await;
+    let stream_status = || async {
         reqwest::get(gateway.url("/api/instances/stream"))
             .await
-            .is_ok_and(|r| r.status() == 503)
-    })
-    .await
-    .expect("the never-reading subscriber holds the only slot");
-    // Enough churn to fill every buffer between the gateway and the reader.
-    churn_100(&cluster, 150);
-    let freed = eventually(Duration::from_secs(30), || async {
-        reqwest::get(gateway.url("/api/instances/stream"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    eventually(LIMIT, || async { stream_status().await == 503 })
+        .await
+        .expect("the never-reading subscriber holds the only slot");
+    // Churn until every buffer between the gateway and the reader is full (the kernel's
+    // send buffer grows to megabytes), then the write timeout closes the subscriber.
+    let mut freed = Err(String::new());
+    for _ in 0..10 {
+        churn_100(&cluster, 100);
+        freed = eventually(Duration::from_secs(3), || async {
+            stream_status().await == 200
+        })
+        .await;
+        if freed.is_ok() {
+            break;
+        }
+    }
     assert!(freed.is_ok(), "the stalled subscriber still holds its slot");
+    let stalled = closed_for(&gateway, "write_stalled").await;
+    assert!(stalled >= 1.0, "write_stalled counted: {stalled}");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_closed_and_its_slot_freed() {
+    never_reading_subscriber_frees_its_slot(slow_subscriber).await;
+}
+
+#[tokio::test]
+async fn a_websocket_subscriber_that_never_reads_is_closed_and_its_slot_freed() {
+    never_reading_subscriber_frees_its_slot(raw_ws).await;
 }
 
 /// The status and JSON body of a GET with `headers`.
