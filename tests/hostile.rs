@@ -266,33 +266,60 @@ async fn head_works_on_get_routes() {
     }
 }
 
-/// At its open-file limit (here 128, set for the child only), a gateway held by clients
-/// that send nothing serves new clients again once the header timeout closes them,
-/// instead of being locked out until they leave.
-#[tokio::test]
-async fn a_gateway_at_its_file_limit_serves_again() {
-    use std::io::{BufRead, BufReader};
-    let bin = env!("CARGO_BIN_EXE_loco-discovery");
-    let child = std::process::Command::new("sh")
-        .args(["-c", "ulimit -n 128 && exec \"$0\" \"$@\"", bin])
-        .args(["demo", "--listen", "127.0.0.1:0", "--replicas", "1"])
-        .args(["--header-read-timeout", "1s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the gateway");
-    let mut child = support::process::Running(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("the gateway's address").unwrap();
-        if let Some(at) = line.find("open http://") {
-            let rest = &line[at + "open http://".len()..];
-            let end = rest.find(['/', ' ']).unwrap_or(rest.len());
-            break rest[..end].to_owned();
+/// The shipped binary in demo mode (one emulator) on 127.0.0.1, logging with
+/// `RUST_LOG=rust_log`, under an open-file limit of `files` when given.
+struct Demo {
+    _running: support::process::Running,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    fn start(files: Option<u32>, rust_log: &str, args: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let limit = files.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+        let child = std::process::Command::new("sh")
+            .args(["-c", &format!("{limit}exec \"$0\" \"$@\"")])
+            .arg(env!("CARGO_BIN_EXE_loco-discovery"))
+            .args(["demo", "--listen", "127.0.0.1:0", "--replicas", "1"])
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the gateway");
+        let mut running = support::process::Running(child);
+        let stdout = running.0.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines.next().expect("the gateway's address").unwrap();
+            if let Some(at) = line.find("open http://") {
+                let rest = &line[at + "open http://".len()..];
+                let end = rest.find(['/', ' ']).unwrap_or(rest.len());
+                break rest[..end].to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            _running: running,
+            addr,
+            _dir: dir,
         }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    }
+}
+
+/// A gateway at its open-file limit (here 128, set for the child only), held by twice
+/// as many clients that send nothing, with `header_timeout` to send a request head: new
+/// clients are served (within 20 s) instead of locked out until the others leave.
+async fn served_at_the_file_limit(header_timeout: &str) -> Demo {
+    let demo = Demo::start(
+        Some(128),
+        "info",
+        &["--header-read-timeout", header_timeout],
+    );
+    let addr = demo.addr.clone();
     let url = format!("http://{addr}/healthz");
     eventually(LIMIT, || async { reqwest::get(&url).await.is_ok() })
         .await
@@ -326,6 +353,32 @@ async fn a_gateway_at_its_file_limit_serves_again() {
         "locked out while {} idle connections are held",
         hostile.len()
     );
+    demo
+}
+
+/// The header timeout closes the silent connections and gives their descriptors back.
+#[tokio::test]
+async fn a_gateway_at_its_file_limit_serves_again() {
+    served_at_the_file_limit("1s").await;
+}
+
+/// With a header timeout far away, the connection ceiling (90% of the file limit) closes
+/// the oldest silent connections to make room.
+#[tokio::test]
+async fn a_gateway_near_its_file_limit_sheds_idle_connections_to_serve() {
+    let demo = served_at_the_file_limit("120s").await;
+    let text = reqwest::get(format!("http://{}/metrics", demo.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shed = scrape::value(
+        &text,
+        "loco_discovery_connections_closed_total",
+        &[("reason", "shed_idle")],
+    );
+    assert!(shed >= 1.0, "shed_idle counted: {shed}");
 }
 
 /// A gateway that takes at most `max` connections, with a short heartbeat so a

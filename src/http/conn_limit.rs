@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// The share of the open-file limit client connections may take by default; the rest is
-/// kept for the Kubernetes watch, probes, files and the admin port.
+/// The share of the descriptors still free at start that client connections may take by
+/// default; the rest is kept for the Kubernetes watch, probes, files and the admin port.
 const DEFAULT_SHARE: f64 = 0.9;
 
-/// The default ceiling: 90% of the soft open-file limit (`RLIMIT_NOFILE`), or none when
-/// the limit cannot be read.
+/// The default ceiling: 90% of the descriptors the soft open-file limit (`RLIMIT_NOFILE`)
+/// leaves free at start, or none when the limit cannot be read.
 pub fn default_max_connections() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
@@ -30,7 +30,9 @@ pub fn default_max_connections() -> Option<usize> {
         .split_whitespace()
         .next()?;
     let soft: usize = soft.parse().ok()?;
-    Some(((soft as f64 * DEFAULT_SHARE) as usize).max(1))
+    let in_use = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let free = soft.saturating_sub(in_use);
+    Some(((free as f64 * DEFAULT_SHARE) as usize).max(1))
 }
 
 #[derive(Debug)]
@@ -73,15 +75,8 @@ impl Connections {
     pub fn admit(&self, shutdown: &CancellationToken) -> Option<Slot> {
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let counted = registry.open.values().filter(|e| !e.shed).count();
-        if counted >= self.max {
-            let oldest = registry
-                .open
-                .values_mut()
-                .filter(|e| !e.shed && !e.upgraded && e.in_flight == 0)
-                .min_by_key(|e| e.idle_since)?;
-            oldest.shed = true;
-            oldest.close.cancel();
-            metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "shed_idle").increment(1);
+        if counted >= self.max && !shed_oldest_idle(&mut registry) {
+            return None;
         }
         let id = registry.next_id;
         registry.next_id += 1;
@@ -103,11 +98,29 @@ impl Connections {
         })
     }
 
-    /// Connections open now (including those being closed to make room).
-    pub fn open(&self) -> usize {
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        registry.open.len()
+    /// Closes the oldest idle connection, when there is one: the process is out of
+    /// descriptors before the ceiling (other descriptors took more than their share).
+    pub fn shed_idle(&self) -> bool {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        shed_oldest_idle(&mut registry)
     }
+}
+
+/// Closes the connection idle the longest (no request in flight, not upgraded), counted;
+/// false when every connection is busy.
+fn shed_oldest_idle(registry: &mut Registry) -> bool {
+    let oldest = registry
+        .open
+        .values_mut()
+        .filter(|e| !e.shed && !e.upgraded && e.in_flight == 0)
+        .min_by_key(|e| e.idle_since);
+    let Some(oldest) = oldest else {
+        return false;
+    };
+    oldest.shed = true;
+    oldest.close.cancel();
+    metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "shed_idle").increment(1);
+    true
 }
 
 /// One admitted connection; dropping it (with the socket) gives its place back.
@@ -153,6 +166,15 @@ impl Activity {
         if let Some(entry) = registry.open.get_mut(&self.id) {
             f(entry);
         }
+    }
+
+    /// No request in flight and no upgrade: closing the connection loses nothing.
+    pub fn is_idle(&self) -> bool {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry
+            .open
+            .get(&self.id)
+            .is_none_or(|e| e.in_flight == 0 && !e.upgraded)
     }
 
     /// A request started; busy until the returned guard (kept with the response body)

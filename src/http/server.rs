@@ -83,7 +83,7 @@ pub async fn serve<F>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
-                    accept_failed(error).await;
+                    accept_failed(error, &connections).await;
                     continue;
                 }
             },
@@ -107,11 +107,11 @@ pub async fn serve<F>(
             }
             hyper::service::Service::call(&inner, request)
         });
-        let service = conn_limit::Tracked::new(service, activity);
+        let service = conn_limit::Tracked::new(service, activity.clone());
         let conn = http1
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let (open, shutdown) = (open.clone(), closing);
+        let (open, shutdown, idle) = (open.clone(), closing, activity);
         let write_timeout = limits.write_timeout;
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
@@ -121,6 +121,10 @@ pub async fn serve<F>(
                 tokio::select! {
                     result = conn.as_mut() => break result,
                     _ = shutdown.cancelled(), if !draining => {
+                        // Idle (not even a request head yet): hyper would wait for one.
+                        if idle.is_idle() {
+                            break Ok(());
+                        }
                         conn.as_mut().graceful_shutdown();
                         draining = true;
                     }
@@ -143,9 +147,10 @@ pub async fn serve<F>(
     let _ = all_closed.recv().await;
 }
 
-/// Out of file descriptors: wait a moment (the header timeout closes hostile
-/// connections and gives descriptors back) instead of spinning on `accept`.
-async fn accept_failed(error: std::io::Error) {
+/// Out of file descriptors: close the oldest idle connection, and wait a moment (the
+/// header timeout closes hostile connections and gives descriptors back too) instead of
+/// spinning on `accept`.
+async fn accept_failed(error: std::io::Error, connections: &Connections) {
     let reason = match error.raw_os_error() {
         Some(libc_emfile) if libc_emfile == 24 || libc_emfile == 23 => "file_limit",
         Some(105) | Some(12) => "no_memory",
@@ -156,6 +161,9 @@ async fn accept_failed(error: std::io::Error) {
         // ECONNABORTED and the like: the client is gone already; accept the next one.
         tracing::debug!(%error, "accept error");
         return;
+    }
+    if reason == "file_limit" {
+        connections.shed_idle();
     }
     if warn_now(&LAST_ACCEPT_WARNING) {
         tracing::warn!(%error, "cannot accept connections (open-file limit?); retrying");
