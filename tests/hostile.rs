@@ -267,10 +267,11 @@ async fn head_works_on_get_routes() {
 }
 
 /// The shipped binary in demo mode (one emulator) on 127.0.0.1, logging with
-/// `RUST_LOG=rust_log`, under an open-file limit of `files` when given.
+/// `RUST_LOG=rust_log` to a file, under an open-file limit of `files` when given.
 struct Demo {
     _running: support::process::Running,
     addr: String,
+    log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -305,8 +306,14 @@ impl Demo {
         Self {
             _running: running,
             addr,
+            log,
             _dir: dir,
         }
+    }
+
+    /// What the process has logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
     }
 }
 
@@ -473,4 +480,105 @@ async fn at_the_connection_ceiling_with_every_connection_busy_a_new_client_gets_
         .await
         .get("loco_discovery_connections_rejected_total", &[]);
     assert!(rejected >= 1.0, "rejections counted: {rejected}");
+}
+
+/// A WebSocket close frame whose reason holds a forged log line.
+fn forged_close() -> Vec<u8> {
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(FORGED.as_bytes());
+    let mut frame = vec![0x88, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend(payload);
+    frame
+}
+
+const FORGED: &str = "x\n2026-11-29T00:00:00Z ERROR forged\u{2028}";
+
+/// Values from clients that reach a log line (a WebSocket close reason, logged at debug)
+/// and values that might (percent-decoded query values, header values with UTF-8 line
+/// separators): the log holds them escaped, never a line they start.
+#[tokio::test]
+async fn client_values_never_forge_a_log_line() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let demo = Demo::start(None, "debug", &[]);
+    let addr: std::net::SocketAddr = demo.addr.parse().unwrap();
+    let base = format!("http://{addr}");
+    eventually(LIMIT, || async {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
+    .expect("the gateway is ready");
+    let mut ws = raw_ws(addr).await;
+    ws.write_all(&forged_close()).await.unwrap();
+    let mut sink = vec![0u8; 64 * 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout(LIMIT, ws.read(&mut sink)).await {
+        if n == 0 {
+            break;
+        }
+    }
+    let separator = "x\u{2028}2026-11-29T00:00:00Z ERROR forged".as_bytes();
+    let client = reqwest::Client::new();
+    for path in [
+        "/api/instances/live?service=%0A2026-11-29T00:00:00Z%20ERROR%20forged",
+        "/api/instances/stream?lastEventId=%0A2026-11-29T00:00:00Z%20ERROR%20forged",
+        "/api/instances/%0A2026-11-29T00:00:00Z%20ERROR%20forged",
+    ] {
+        let value = reqwest::header::HeaderValue::from_bytes(separator).unwrap();
+        let response = client
+            .get(format!("{base}{path}"))
+            .header("origin", value.clone())
+            .header("user-agent", value.clone())
+            .header("last-event-id", value)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        drop(response);
+    }
+    let log = eventually(LIMIT, || async { demo.log().contains("ERROR forged") }).await;
+    let text = demo.log();
+    assert!(log.is_ok(), "the close reason reached no log line: {text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("2026-11-29T00:00:00Z")),
+        "a forged line: {text}"
+    );
+    assert!(!text.contains('\u{2028}'), "a raw line separator: {text}");
+}
+
+/// Many connections that break HTTP within 10 s: each is counted, one warning is logged.
+#[tokio::test]
+async fn protocol_errors_are_warned_once_per_ten_seconds() {
+    use tokio::io::AsyncWriteExt;
+    let demo = Demo::start(None, "info", &[]);
+    let base = format!("http://{}", demo.addr);
+    eventually(LIMIT, || async {
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
+    })
+    .await
+    .expect("the gateway serves");
+    for _ in 0..30 {
+        let mut bad = tokio::net::TcpStream::connect(&demo.addr).await.unwrap();
+        bad.write_all(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(closed_within(&mut bad, LIMIT).await);
+    }
+    let counted = eventually(LIMIT, || async {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let name = "loco_discovery_connections_closed_total";
+        scrape::value(&text, name, &[("reason", "protocol_error")]) >= 30.0
+    })
+    .await;
+    assert!(counted.is_ok(), "30 protocol errors counted");
+    let log = demo.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("connection error"))
+        .count();
+    assert_eq!(warnings, 1, "{log}");
 }
