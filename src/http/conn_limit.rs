@@ -178,13 +178,17 @@ impl Activity {
     }
 
     /// A request started; busy until the returned guard (kept with the response body)
-    /// drops. An upgrade request makes the connection a subscriber for good.
-    fn begin(&self, upgrade: bool) -> Busy {
-        self.update(|e| {
-            e.in_flight += 1;
-            e.upgraded |= upgrade;
-        });
+    /// drops.
+    fn begin(&self) -> Busy {
+        self.update(|e| e.in_flight += 1);
         Busy(self.clone())
+    }
+
+    /// The connection was switched to another protocol (a WebSocket subscriber): busy
+    /// for good. Only on a `101`, so that an `Upgrade` header alone cannot make a
+    /// keep-alive connection exempt.
+    fn upgraded(&self) {
+        self.update(|e| e.upgraded = true);
     }
 }
 
@@ -227,11 +231,13 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, request: http::Request<B>) -> Self::Future {
-        let upgrade = request.headers().contains_key(http::header::UPGRADE);
-        let busy = self.activity.begin(upgrade);
+        let (activity, busy) = (self.activity.clone(), self.activity.begin());
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                activity.upgraded();
+            }
             Ok(response.map(|inner| TrackedBody { inner, _busy: busy }))
         })
     }
@@ -309,15 +315,59 @@ mod tests {
         let connections = Connections::new(Some(2));
         let first = connections.admit(&shutdown).unwrap();
         let second = connections.admit(&shutdown).unwrap();
-        let busy = second.activity().begin(false);
+        let busy = second.activity().begin();
         let third = connections.admit(&shutdown).expect("the idle one is shed");
         assert!(first.closing().is_cancelled());
         assert!(!second.closing().is_cancelled());
         drop(first);
-        let _subscriber = third.activity().begin(true);
+        third.activity().upgraded();
         assert!(connections.admit(&shutdown).is_none(), "all busy");
         drop(busy);
         assert!(connections.admit(&shutdown).is_some(), "idle again");
         assert!(!third.closing().is_cancelled(), "an upgraded one stays");
+    }
+
+    /// A service answering every request with `status`.
+    fn answering(
+        status: http::StatusCode,
+    ) -> impl hyper::service::Service<
+        http::Request<http_body_util::Empty<bytes::Bytes>>,
+        Response = http::Response<http_body_util::Empty<bytes::Bytes>>,
+        Error = std::convert::Infallible,
+        Future = impl Future + Send + 'static,
+    > {
+        hyper::service::service_fn(move |_| async move {
+            let mut response = http::Response::new(http_body_util::Empty::new());
+            *response.status_mut() = status;
+            Ok(response)
+        })
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_busy_while_a_response_is_out_and_for_good_after_a_101() {
+        use hyper::service::Service;
+        let shutdown = CancellationToken::new();
+        let connections = Connections::new(Some(8));
+        let upgrade = || {
+            http::Request::builder()
+                .header(http::header::UPGRADE, "websocket")
+                .body(http_body_util::Empty::new())
+                .unwrap()
+        };
+        let slot = connections.admit(&shutdown).unwrap();
+        let refused = Tracked::new(answering(http::StatusCode::BAD_REQUEST), slot.activity());
+        let response = refused.call(upgrade()).await.unwrap();
+        assert!(!slot.activity().is_idle(), "busy while the response is out");
+        drop(response);
+        assert!(
+            slot.activity().is_idle(),
+            "an Upgrade header alone exempts nothing"
+        );
+        let switched = Tracked::new(
+            answering(http::StatusCode::SWITCHING_PROTOCOLS),
+            slot.activity(),
+        );
+        drop(switched.call(upgrade()).await.unwrap());
+        assert!(!slot.activity().is_idle(), "a WebSocket is never idle");
     }
 }
