@@ -387,6 +387,53 @@ fn query_strings_and_event_ids_are_parsed_or_refused() {
     );
 }
 
+/// WebSocket text a subscriber may send: pings with hostile `ts` values, other JSON,
+/// arbitrary strings.
+fn ws_text() -> impl Strategy<Value = String> {
+    let ts = prop_oneof![
+        Just(serde_json::json!(7)),
+        Just(serde_json::json!("x\n2026-11-29T00:00:00Z ERROR forged")),
+        Just(serde_json::json!({"nested": [1, 2, {"deep": null}]})),
+        any::<f64>().prop_map(|f| serde_json::json!(f)),
+        any::<String>().prop_map(serde_json::Value::String),
+    ];
+    prop_oneof![
+        ts.prop_map(|ts| serde_json::json!({"type": "__ping", "ts": ts}).to_string()),
+        any::<String>().prop_map(|t| serde_json::json!({"type": t}).to_string()),
+        any::<String>(),
+    ]
+}
+
+/// Any text frame: a pong exactly for a `__ping`, carrying its `ts` back, and valid JSON;
+/// nothing for anything else; never a panic.
+#[test]
+fn websocket_text_gets_a_pong_only_for_a_ping() {
+    let (tried, pongs) = (Cell::new(0), Cell::new(0));
+    runner(300)
+        .run(&ws_text(), |text| {
+            tried.set(tried.get() + 1);
+            let sent: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+            let ping = sent.as_ref().filter(|v| v["type"] == "__ping");
+            match (loco_discovery::http::pong_for(&text), ping) {
+                (Some(pong), Some(ping)) => {
+                    pongs.set(pongs.get() + 1);
+                    let pong: serde_json::Value = serde_json::from_str(&pong).unwrap();
+                    prop_assert_eq!(&pong["type"], "__pong");
+                    prop_assert_eq!(&pong["ts"], &ping["ts"]);
+                }
+                (None, None) => {}
+                (pong, _) => prop_assert!(false, "{text:?} answered {pong:?}"),
+            }
+            Ok(())
+        })
+        .unwrap();
+    println!(
+        "websocket texts: {} tried, {} pings answered",
+        tried.get(),
+        pongs.get()
+    );
+}
+
 // ---- WebSocket frames -------------------------------------------------------------------
 
 /// A client frame: `first` is FIN, RSV and opcode; masked with a zero key unless `unmasked`.
