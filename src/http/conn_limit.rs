@@ -51,6 +51,8 @@ struct Entry {
 struct Registry {
     next_id: u64,
     open: HashMap<u64, Entry>,
+    /// Open connections not being shed: what counts against the ceiling.
+    counted: usize,
 }
 
 /// The open connections of one listener, up to `max`.
@@ -74,13 +76,13 @@ impl Connections {
     /// oldest idle connection is closed to make room; `None` when none is idle.
     pub fn admit(&self, shutdown: &CancellationToken) -> Option<Slot> {
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        let counted = registry.open.values().filter(|e| !e.shed).count();
-        if counted >= self.max && !shed_oldest_idle(&mut registry) {
+        if registry.counted >= self.max && !shed_oldest_idle(&mut registry) {
             return None;
         }
         let id = registry.next_id;
         registry.next_id += 1;
         let close = shutdown.child_token();
+        registry.counted += 1;
         registry.open.insert(
             id,
             Entry {
@@ -118,6 +120,7 @@ fn shed_oldest_idle(registry: &mut Registry) -> bool {
         return false;
     };
     oldest.shed = true;
+    registry.counted -= 1;
     oldest.close.cancel();
     metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "shed_idle").increment(1);
     true
@@ -149,7 +152,9 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        registry.open.remove(&self.id);
+        if registry.open.remove(&self.id).is_some_and(|e| !e.shed) {
+            registry.counted -= 1;
+        }
     }
 }
 
