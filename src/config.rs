@@ -183,6 +183,11 @@ pub struct StreamArgs {
     /// accepted no bytes for this long while the gateway has bytes for it.
     #[arg(long, env = "STREAM_WRITE_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub stream_write_timeout: Duration,
+    /// The most open client connections per listener; at it, the oldest idle keep-alive
+    /// connection is closed for a new one, or the new one gets 503 when none is idle.
+    /// Default: 90% of the open-file limit.
+    #[arg(long, env = "MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
 }
 
 impl StreamArgs {
@@ -197,6 +202,7 @@ impl StreamArgs {
             header_read_timeout: self.header_read_timeout,
             backlog: self.listen_backlog,
             write_timeout: self.stream_write_timeout,
+            max_connections: self.max_connections.map(|n| n as usize),
         };
         config.stream.write_timeout = self.stream_write_timeout;
     }

@@ -109,6 +109,14 @@ async fn silent_partial_and_idle_keep_alive_connections_are_closed() {
     assert!(gateway.live("").await["instances"].is_array());
 }
 
+/// Connections closed for `reason`, from `/metrics`.
+async fn closed_for(gateway: &Gateway, reason: &str) -> f64 {
+    let name = "loco_discovery_connections_closed_total";
+    scrape::Scrape::from(gateway)
+        .await
+        .get(name, &[("reason", reason)])
+}
+
 #[tokio::test]
 async fn a_client_closing_mid_request_is_counted_not_an_error() {
     use tokio::io::AsyncWriteExt;
@@ -122,15 +130,7 @@ async fn a_client_closing_mid_request_is_counted_not_an_error() {
         drop(gone);
     }
     let counted = eventually(LIMIT, || async {
-        let text = reqwest::get(gateway.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines().any(|l| {
-            l.starts_with("loco_discovery_connections_closed_total{reason=\"client_closed\"}")
-        })
+        closed_for(&gateway, "client_closed").await >= 1.0
     })
     .await;
     assert!(counted.is_ok(), "no client_closed count in /metrics");
@@ -161,31 +161,56 @@ async fn the_listen_backlog_is_raised() {
     assert_eq!(backlog, 4096.min(somaxconn));
 }
 
-#[tokio::test]
-async fn a_subscriber_that_never_reads_is_closed_and_its_slot_freed() {
+/// A subscriber that stops reading (connected by `connect`, on a small receive buffer,
+/// holding the only subscriber slot) is closed after the write timeout once churn fills
+/// every buffer between the gateway and it, and its slot is freed and counted.
+async fn never_reading_subscriber_frees_its_slot<F, Fut>(connect: F)
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = tokio::net::TcpStream>,
+{
     let cluster = SimCluster::start().await;
     let mut config = loco_discovery::GatewayConfig::new(NS, vec![SVC.into()]);
     config.stream.max_subscribers = 1;
+    config.stream.write_timeout = Duration::from_secs(1);
     config.server.write_timeout = Duration::from_secs(1);
     let gateway = Gateway::start_with(&cluster, config).await;
-    let _slow = slow_subscriber(gateway.addr).await;
-    // The slot is taken.
-    eventually(LIMIT, || async {
+    let _slow = connect(gateway.addr).await;
+    let stream_status = || async {
         reqwest::get(gateway.url("/api/instances/stream"))
             .await
-            .is_ok_and(|r| r.status() == 503)
-    })
-    .await
-    .expect("the never-reading subscriber holds the only slot");
-    // Enough churn to fill every buffer between the gateway and the reader.
-    churn_100(&cluster, 150);
-    let freed = eventually(Duration::from_secs(30), || async {
-        reqwest::get(gateway.url("/api/instances/stream"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    eventually(LIMIT, || async { stream_status().await == 503 })
+        .await
+        .expect("the never-reading subscriber holds the only slot");
+    // Churn until every buffer between the gateway and the reader is full (the kernel's
+    // send buffer grows to megabytes), then the write timeout closes the subscriber.
+    let mut freed = Err(String::new());
+    for _ in 0..10 {
+        churn_100(&cluster, 100);
+        freed = eventually(Duration::from_secs(3), || async {
+            stream_status().await == 200
+        })
+        .await;
+        if freed.is_ok() {
+            break;
+        }
+    }
     assert!(freed.is_ok(), "the stalled subscriber still holds its slot");
+    let stalled = closed_for(&gateway, "write_stalled").await;
+    assert!(stalled >= 1.0, "write_stalled counted: {stalled}");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_closed_and_its_slot_freed() {
+    never_reading_subscriber_frees_its_slot(slow_subscriber).await;
+}
+
+#[tokio::test]
+async fn a_websocket_subscriber_that_never_reads_is_closed_and_its_slot_freed() {
+    never_reading_subscriber_frees_its_slot(raw_ws).await;
 }
 
 /// The status and JSON body of a GET with `headers`.
@@ -241,33 +266,67 @@ async fn head_works_on_get_routes() {
     }
 }
 
-/// At its open-file limit (here 128, set for the child only), a gateway held by clients
-/// that send nothing serves new clients again once the header timeout closes them,
-/// instead of being locked out until they leave.
-#[tokio::test]
-async fn a_gateway_at_its_file_limit_serves_again() {
-    use std::io::{BufRead, BufReader};
-    let bin = env!("CARGO_BIN_EXE_loco-discovery");
-    let child = std::process::Command::new("sh")
-        .args(["-c", "ulimit -n 128 && exec \"$0\" \"$@\"", bin])
-        .args(["demo", "--listen", "127.0.0.1:0", "--replicas", "1"])
-        .args(["--header-read-timeout", "1s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the gateway");
-    let mut child = support::process::Running(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("the gateway's address").unwrap();
-        if let Some(at) = line.find("open http://") {
-            let rest = &line[at + "open http://".len()..];
-            let end = rest.find(['/', ' ']).unwrap_or(rest.len());
-            break rest[..end].to_owned();
+/// The shipped binary in demo mode (one emulator) on 127.0.0.1, logging with
+/// `RUST_LOG=rust_log` to a file, under an open-file limit of `files` when given.
+struct Demo {
+    _running: support::process::Running,
+    addr: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    fn start(files: Option<u32>, rust_log: &str, args: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let limit = files.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+        let child = std::process::Command::new("sh")
+            .args(["-c", &format!("{limit}exec \"$0\" \"$@\"")])
+            .arg(env!("CARGO_BIN_EXE_loco-discovery"))
+            .args(["demo", "--listen", "127.0.0.1:0", "--replicas", "1"])
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the gateway");
+        let mut running = support::process::Running(child);
+        let stdout = running.0.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines.next().expect("the gateway's address").unwrap();
+            if let Some(at) = line.find("open http://") {
+                let rest = &line[at + "open http://".len()..];
+                let end = rest.find(['/', ' ']).unwrap_or(rest.len());
+                break rest[..end].to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            _running: running,
+            addr,
+            log,
+            _dir: dir,
         }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    }
+
+    /// What the process has logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+/// A gateway at its open-file limit (here 128, set for the child only), held by twice
+/// as many clients that send nothing, with `header_timeout` to send a request head: new
+/// clients are served (within 20 s) instead of locked out until the others leave.
+async fn served_at_the_file_limit(header_timeout: &str) -> Demo {
+    let demo = Demo::start(
+        Some(128),
+        "info",
+        &["--header-read-timeout", header_timeout],
+    );
+    let addr = demo.addr.clone();
     let url = format!("http://{addr}/healthz");
     eventually(LIMIT, || async { reqwest::get(&url).await.is_ok() })
         .await
@@ -301,4 +360,225 @@ async fn a_gateway_at_its_file_limit_serves_again() {
         "locked out while {} idle connections are held",
         hostile.len()
     );
+    demo
+}
+
+/// The header timeout closes the silent connections and gives their descriptors back.
+#[tokio::test]
+async fn a_gateway_at_its_file_limit_serves_again() {
+    served_at_the_file_limit("1s").await;
+}
+
+/// With a header timeout far away, the connection ceiling (90% of the file limit) closes
+/// the oldest silent connections to make room.
+#[tokio::test]
+async fn a_gateway_near_its_file_limit_sheds_idle_connections_to_serve() {
+    let demo = served_at_the_file_limit("120s").await;
+    let text = reqwest::get(format!("http://{}/metrics", demo.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shed = scrape::value(
+        &text,
+        "loco_discovery_connections_closed_total",
+        &[("reason", "shed_idle")],
+    );
+    assert!(shed >= 1.0, "shed_idle counted: {shed}");
+}
+
+/// A gateway that takes at most `max` connections, with a short heartbeat so a
+/// subscriber that leaves is noticed at once.
+async fn gateway_with_max_connections(cluster: &SimCluster, max: usize) -> Gateway {
+    let mut config = loco_discovery::GatewayConfig::new(NS, vec![SVC.into()]);
+    config.server.max_connections = Some(max);
+    config.server.header_read_timeout = Duration::from_secs(60);
+    config.stream.heartbeat = Duration::from_millis(200);
+    Gateway::start_with(cluster, config).await
+}
+
+/// A keep-alive connection that has had one answer and now sits idle.
+async fn idle_keep_alive(gateway: &Gateway) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(LIMIT, stream.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
+#[tokio::test]
+async fn at_the_connection_ceiling_the_oldest_idle_connection_makes_room() {
+    let cluster = SimCluster::start().await;
+    let gateway = gateway_with_max_connections(&cluster, 20).await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(idle_keep_alive(&gateway).await);
+    }
+    // A new client is served: an idle connection was closed to make room.
+    let fresh = reqwest::Client::new();
+    let response = fresh.get(gateway.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        closed_within(&mut idle[0], LIMIT).await,
+        "the oldest idle connection is still open"
+    );
+    let shed = closed_for(&gateway, "shed_idle").await;
+    assert!(shed >= 1.0, "shed_idle counted: {shed}");
+    // A connection that has just been answered is not the one shed.
+    assert!(!closed_within(&mut idle[19], Duration::from_millis(200)).await);
+}
+
+#[tokio::test]
+async fn at_the_connection_ceiling_with_every_connection_busy_a_new_client_gets_503() {
+    let cluster = SimCluster::start().await;
+    let gateway = gateway_with_max_connections(&cluster, 20).await;
+    let mut subscribers = Vec::new();
+    for _ in 0..20 {
+        subscribers.push(gateway.sse("", None).await);
+    }
+    let response = reqwest::Client::new()
+        .get(gateway.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("connections"));
+    // The subscribers are served all along.
+    cluster.put(&slice("emu-a", vec![pod(0, true)]));
+    for subscriber in &mut subscribers {
+        assert_eq!(subscriber.next().await.event, "snapshot");
+        assert_eq!(subscriber.next().await.event, "InstanceAdded");
+    }
+    subscribers.truncate(15);
+    let served = eventually(LIMIT, || async {
+        reqwest::Client::new()
+            .get(gateway.url("/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(served.is_ok(), "not served after subscribers left");
+    let rejected = scrape::Scrape::from(&gateway)
+        .await
+        .get("loco_discovery_connections_rejected_total", &[]);
+    assert!(rejected >= 1.0, "rejections counted: {rejected}");
+}
+
+/// A WebSocket close frame whose reason holds a forged log line.
+fn forged_close() -> Vec<u8> {
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(FORGED.as_bytes());
+    let mut frame = vec![0x88, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend(payload);
+    frame
+}
+
+const FORGED: &str = "x\n2026-11-29T00:00:00Z ERROR forged\u{2028}";
+
+/// Values from clients that reach a log line (a WebSocket close reason, logged at debug)
+/// and values that might (percent-decoded query values, header values with UTF-8 line
+/// separators): the log holds them escaped, never a line they start.
+#[tokio::test]
+async fn client_values_never_forge_a_log_line() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let demo = Demo::start(None, "debug", &[]);
+    let addr: std::net::SocketAddr = demo.addr.parse().unwrap();
+    let base = format!("http://{addr}");
+    eventually(LIMIT, || async {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
+    .expect("the gateway is ready");
+    let mut ws = raw_ws(addr).await;
+    ws.write_all(&forged_close()).await.unwrap();
+    let mut sink = vec![0u8; 64 * 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout(LIMIT, ws.read(&mut sink)).await {
+        if n == 0 {
+            break;
+        }
+    }
+    let separator = "x\u{2028}2026-11-29T00:00:00Z ERROR forged".as_bytes();
+    let client = reqwest::Client::new();
+    for path in [
+        "/api/instances/live?service=%0A2026-11-29T00:00:00Z%20ERROR%20forged",
+        "/api/instances/stream?lastEventId=%0A2026-11-29T00:00:00Z%20ERROR%20forged",
+        "/api/instances/%0A2026-11-29T00:00:00Z%20ERROR%20forged",
+    ] {
+        let value = reqwest::header::HeaderValue::from_bytes(separator).unwrap();
+        let response = client
+            .get(format!("{base}{path}"))
+            .header("origin", value.clone())
+            .header("user-agent", value.clone())
+            .header("last-event-id", value)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        drop(response);
+    }
+    let log = eventually(LIMIT, || async { demo.log().contains("ERROR forged") }).await;
+    let text = demo.log();
+    assert!(log.is_ok(), "the close reason reached no log line: {text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("2026-11-29T00:00:00Z")),
+        "a forged line: {text}"
+    );
+    assert!(!text.contains('\u{2028}'), "a raw line separator: {text}");
+}
+
+/// Many connections that break HTTP within 10 s: each is counted, one warning is logged.
+#[tokio::test]
+async fn protocol_errors_are_warned_once_per_ten_seconds() {
+    use tokio::io::AsyncWriteExt;
+    let demo = Demo::start(None, "info", &[]);
+    let base = format!("http://{}", demo.addr);
+    eventually(LIMIT, || async {
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
+    })
+    .await
+    .expect("the gateway serves");
+    for _ in 0..30 {
+        let mut bad = tokio::net::TcpStream::connect(&demo.addr).await.unwrap();
+        bad.write_all(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(closed_within(&mut bad, LIMIT).await);
+    }
+    let counted = eventually(LIMIT, || async {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let name = "loco_discovery_connections_closed_total";
+        scrape::value(&text, name, &[("reason", "protocol_error")]) >= 30.0
+    })
+    .await;
+    assert!(counted.is_ok(), "30 protocol errors counted");
+    let log = demo.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("connection error"))
+        .count();
+    assert_eq!(warnings, 1, "{log}");
 }

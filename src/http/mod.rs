@@ -6,6 +6,7 @@
 mod admin;
 mod assets;
 mod auth;
+pub mod conn_limit;
 mod cors;
 mod discovery;
 mod lean_stream;

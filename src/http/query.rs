@@ -22,7 +22,8 @@ pub fn parse_filter(query: &str) -> Result<Filter, String> {
                 for word in values {
                     let status = Status::parse(word).ok_or_else(|| {
                         format!(
-                            "invalid status {word:?}: expected ready, degraded, booting or offline"
+                            "invalid status {:?}: expected ready, degraded, booting or offline",
+                            excerpt(word)
                         )
                     })?;
                     filter.statuses.push(status);
@@ -98,9 +99,15 @@ fn validate_event_id(id: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "malformed Last-Event-ID {:?}: expected an id this gateway sent",
-            id.chars().take(64).collect::<String>()
+            excerpt(id)
         ))
     }
+}
+
+/// The start of a client's value quoted in an error: a 400 body (and anything that
+/// logs it) stays small whatever the client sent.
+fn excerpt(value: &str) -> String {
+    value.chars().take(64).collect()
 }
 
 #[cfg(test)]
@@ -159,5 +166,12 @@ mod tests {
     fn unknown_status_is_an_error_that_names_it() {
         let err = parse_filter("status=sleepy").unwrap_err();
         assert!(err.contains("sleepy"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_status_is_quoted_short_and_escaped() {
+        let err = parse_filter(&format!("status=a%0A{}", "x".repeat(5000))).unwrap_err();
+        assert!(err.len() < 200, "{} bytes", err.len());
+        assert!(!err.contains('\n') && err.contains("\\n"), "{err}");
     }
 }

@@ -3,6 +3,7 @@
 //! idle between requests), behaviour at the open-file limit, graceful shutdown and the
 //! classification of connection errors.
 
+use super::conn_limit::{self, Connections, Slot};
 use super::lean_stream::{self, FirstRequest};
 use super::shared_body::{PiecesBody, SharedBody};
 use crate::metrics as m;
@@ -33,6 +34,9 @@ pub struct ServerLimits {
     /// has bytes to write (a stream or a response to a client that never reads) is closed,
     /// which frees its subscriber slot.
     pub write_timeout: Duration,
+    /// The most open client connections (see [`conn_limit`](super::conn_limit)); `None`
+    /// for 90% of the open-file limit.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerLimits {
@@ -41,6 +45,7 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             backlog: 4096,
             write_timeout: Duration::from_secs(30),
+            max_connections: None,
         }
     }
 }
@@ -74,36 +79,44 @@ pub async fn serve<F>(
         .header_read_timeout(limits.header_read_timeout);
     // Every connection task holds a sender; all dropped = all connections closed.
     let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let connections = Connections::new(limits.max_connections);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
-                    accept_failed(error).await;
+                    accept_failed(error, &connections).await;
                     continue;
                 }
             },
         };
+        let Some(slot) = connections.admit(&shutdown) else {
+            conn_limit::refuse(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let inner = TowerToHyperService::new(warp::service(filter.clone()));
-        let (open, shutdown, limits, http1) = (
-            open.clone(),
-            shutdown.clone(),
-            limits.clone(),
-            http1.clone(),
-        );
+        let (open, limits, http1) = (open.clone(), limits.clone(), http1.clone());
         tokio::spawn(async move {
-            match lean_stream::first_request(&stream, limits.header_read_timeout).await {
-                FirstRequest::Sse => lean_stream::serve(stream, inner, &limits).await,
+            let closing = slot.closing();
+            let first = tokio::select! {
+                first = lean_stream::first_request(&stream, limits.header_read_timeout) => first,
+                // Shed while idle (counted there), or shutdown.
+                _ = closing.cancelled() => FirstRequest::Gone("closing"),
+            };
+            match first {
+                FirstRequest::Sse => {
+                    // A subscriber is never idle: it is not shed to make room.
+                    let _busy = slot.activity().begin();
+                    lean_stream::serve(stream, inner, &limits).await;
+                }
                 FirstRequest::Gone(reason) => {
                     if reason == "header_timeout" {
                         metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason).increment(1);
                     }
                 }
-                FirstRequest::Other => {
-                    serve_with_hyper(stream, inner, http1, &limits, shutdown).await
-                }
+                FirstRequest::Other => serve_with_hyper(stream, slot, inner, http1, &limits).await,
             }
             drop(open);
         });
@@ -114,13 +127,14 @@ pub async fn serve<F>(
 }
 
 /// Serves a connection with hyper: every request but a subscriber's first (see
-/// [`lean_stream`]).
+/// [`lean_stream`]). It closes when its slot says so: at shutdown (once the response in
+/// flight is sent), or when shed while idle.
 async fn serve_with_hyper<S>(
     stream: tokio::net::TcpStream,
+    slot: Slot,
     inner: S,
     http1: hyper::server::conn::http1::Builder,
     limits: &ServerLimits,
-    shutdown: CancellationToken,
 ) where
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
@@ -130,7 +144,9 @@ async fn serve_with_hyper<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let (closing, idle) = (slot.closing(), slot.activity());
     let (stream, writes) = Watched::new(stream);
+    let stream = stream.holding(slot);
     // HEAD is answered as GET without the body (hyper leaves the body out).
     let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
         if request.method() == http::Method::HEAD {
@@ -142,6 +158,7 @@ async fn serve_with_hyper<S>(
         let response = hyper::service::Service::call(&inner, request);
         async move { response.await.map(with_shared_body) }
     });
+    let service = conn_limit::Tracked::new(service, idle.clone());
     let conn = http1
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
@@ -151,7 +168,11 @@ async fn serve_with_hyper<S>(
     let result = loop {
         tokio::select! {
             result = conn.as_mut() => break result,
-            _ = shutdown.cancelled(), if !draining => {
+            _ = closing.cancelled(), if !draining => {
+                // Idle (not even a request head yet): hyper would wait for one.
+                if idle.is_idle() {
+                    break Ok(());
+                }
                 conn.as_mut().graceful_shutdown();
                 draining = true;
             }
@@ -178,9 +199,10 @@ fn with_shared_body<B>(response: http::Response<B>) -> http::Response<Either<B, 
     http::Response::from_parts(parts, body)
 }
 
-/// Out of file descriptors: wait a moment (the header timeout closes hostile
-/// connections and gives descriptors back) instead of spinning on `accept`.
-async fn accept_failed(error: std::io::Error) {
+/// Out of file descriptors: close the oldest idle connection, and wait a moment (the
+/// header timeout closes hostile connections and gives descriptors back too) instead of
+/// spinning on `accept`.
+async fn accept_failed(error: std::io::Error, connections: &Connections) {
     let reason = match error.raw_os_error() {
         Some(libc_emfile) if libc_emfile == 24 || libc_emfile == 23 => "file_limit",
         Some(105) | Some(12) => "no_memory",
@@ -191,6 +213,9 @@ async fn accept_failed(error: std::io::Error) {
         // ECONNABORTED and the like: the client is gone already; accept the next one.
         tracing::debug!(%error, "accept error");
         return;
+    }
+    if reason == "file_limit" {
+        connections.shed_idle();
     }
     if warn_now(&LAST_ACCEPT_WARNING) {
         tracing::warn!(%error, "cannot accept connections (open-file limit?); retrying");
@@ -312,6 +337,9 @@ impl WriteProgress {
 pub struct Watched<S> {
     inner: S,
     progress: Arc<WriteProgress>,
+    /// The connection's place under the connection ceiling, given back when the socket
+    /// closes (also after an upgrade hands the socket to a WebSocket).
+    _slot: Option<Slot>,
 }
 
 impl<S> Watched<S> {
@@ -323,8 +351,17 @@ impl<S> Watched<S> {
         let watched = Self {
             inner,
             progress: progress.clone(),
+            _slot: None,
         };
         (watched, progress)
+    }
+
+    /// This socket, holding `slot` until it is dropped.
+    pub fn holding(self, slot: Slot) -> Self {
+        Self {
+            _slot: Some(slot),
+            ..self
+        }
     }
 
     fn track<T>(&self, poll: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {

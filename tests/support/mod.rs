@@ -405,13 +405,41 @@ pub fn slice(name: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
 /// full segment makes TCP fall back to slow zero-window probing.
 pub async fn slow_subscriber(addr: SocketAddr) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(256 * 1024).unwrap();
-    let mut slow = socket.connect(addr).await.unwrap();
+    let mut slow = small_window(addr).await;
     slow.write_all(b"GET /api/instances/stream HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
     slow
+}
+
+/// A connection with a small receive buffer (see [`slow_subscriber`]).
+async fn small_window(addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(256 * 1024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// A WebSocket subscriber opened by hand on a small receive buffer: after the handshake
+/// any bytes can be sent, and nothing is read unless the caller reads.
+pub async fn raw_ws(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = small_window(addr).await;
+    let request = "GET /api/instances/ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\n\
+                   upgrade: websocket\r\nsec-websocket-version: 13\r\n\
+                   sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
 }
 
 /// Writes `rounds` versions of a 100-endpoint slice: 100 deltas each, enough to fill

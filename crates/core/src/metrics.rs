@@ -42,9 +42,14 @@ pub const SUBSCRIBERS_REJECTED: &str = "loco_discovery_subscribers_rejected_tota
 pub const RESETS: &str = "loco_discovery_resets_total";
 /// Heartbeats sent on idle streams.
 pub const HEARTBEATS: &str = "loco_discovery_heartbeats_total";
-/// Client connections that ended with an error, by reason (client_closed,
-/// header_timeout, protocol_error, io_error, other).
+/// Client connections that ended with an error or were closed by the server, by reason
+/// (client_closed, header_timeout, protocol_error, io_error, write_stalled, shed_idle,
+/// other).
 pub const CONNECTIONS_CLOSED: &str = "loco_discovery_connections_closed_total";
+/// Connections answered 503 and closed at once because the connection ceiling
+/// (`--max-connections`) was reached with no idle connection to close, by reason
+/// (capacity).
+pub const CONNECTIONS_REJECTED: &str = "loco_discovery_connections_rejected_total";
 /// Failed `accept` calls, by reason (file_limit, no_memory, other).
 pub const ACCEPT_ERRORS: &str = "loco_discovery_accept_errors_total";
 
@@ -130,7 +135,12 @@ pub fn describe() {
     describe_counter!(
         CONNECTIONS_CLOSED,
         Unit::Count,
-        "Client connections that ended without a clean close, by reason: client_closed (the client went away mid-request; normal), header_timeout (no complete request head in time, or idle too long between requests), protocol_error, io_error, other."
+        "Client connections that ended without a clean close, by reason: client_closed (the client went away mid-request; normal), header_timeout (no complete request head in time, or idle too long between requests), protocol_error, io_error, write_stalled (the socket accepted nothing for the write timeout), shed_idle (an idle keep-alive connection closed to make room at the connection ceiling), other."
+    );
+    describe_counter!(
+        CONNECTIONS_REJECTED,
+        Unit::Count,
+        "Connections answered 503 and closed at once because the connection ceiling (--max-connections) was reached and no idle connection could make room, by reason (capacity)."
     );
     describe_counter!(
         ACCEPT_ERRORS,
