@@ -203,6 +203,37 @@ pub struct StaticInstances {
     pub names: MetadataMap,
 }
 
+/// The IPv4 address of a static entry's host: the host itself when it is one, else the
+/// first IPv4 address a DNS name resolves to (lego-loco's static files name emulators by
+/// host, e.g. `vncUrl: emu-0.emu.loco.svc.cluster.local:5901`). The file is the
+/// operator's own and parsed only when it changes, so a lookup here is acceptable;
+/// addresses are published and probed as IPs only.
+fn ip_of(host: &str) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Some(host.to_owned());
+    }
+    let dns_name = !host.is_empty()
+        && host.len() <= 253
+        && host.chars().any(|c| c.is_ascii_alphabetic())
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !dns_name {
+        return None;
+    }
+    (host, 0)
+        .to_socket_addrs()
+        .ok()?
+        .map(|a| a.ip())
+        .find(|ip| ip.is_ipv4())
+        .map(|ip| ip.to_string())
+}
+
 /// Parses a static instances file (JSON or YAML).
 pub fn parse_static(
     text: &str,
@@ -255,6 +286,9 @@ pub fn parse_static(
             .ok_or_else(|| {
                 StaticError::Entry(n, format!("{pod} has no address, podIP or vncUrl"))
             })?;
+        // A name that does not resolve stays as written: the index drops it as an
+        // invalid address, counted, like any other bad address.
+        let address = ip_of(&address).unwrap_or(address);
         let (serving, terminating) = match (entry.status.as_deref(), entry.ready) {
             (Some("ready" | "running"), _) | (None, Some(true)) | (None, None) => (true, false),
             (Some("offline" | "terminating"), _) => (false, true),
@@ -412,11 +446,14 @@ mod tests {
         assert_eq!(all[0].kubernetes.zone.as_deref(), Some("z"));
         assert_eq!(all[1].status, Status::Booting);
 
-        let lego = "instances:\n  - id: instance-0\n    name: Windows 98 - Game Server\n    vncUrl: emu-0.emu.loco.svc.cluster.local:5901\n    ports: {vnc: 5901, health: 8080}\n";
+        let lego = "instances:\n  - id: instance-0\n    name: Windows 98 - Game Server\n    vncUrl: localhost:5901\n    ports: {vnc: 5901, health: 8080}\n";
         let parsed = parse_static(lego, "loco", "emu").unwrap();
+        assert_eq!(parsed.slice.endpoints[0].addresses, vec!["127.0.0.1"]);
+        let index = EndpointIndex::from_slices(IndexConfig::default(), [&parsed.slice], Utc::now());
         assert_eq!(
-            parsed.slice.endpoints[0].addresses,
-            vec!["emu-0.emu.loco.svc.cluster.local"]
+            index.instances().len(),
+            1,
+            "published, not dropped as invalid"
         );
         assert_eq!(
             parsed
@@ -426,6 +463,13 @@ mod tests {
                 .name
                 .as_deref(),
             Some("Windows 98 - Game Server")
+        );
+        let unresolvable = "[{id: instance-0, vncUrl: 'no-such-host.invalid:5901'}]";
+        let parsed = parse_static(unresolvable, "loco", "emu").unwrap();
+        let index = EndpointIndex::from_slices(IndexConfig::default(), [&parsed.slice], Utc::now());
+        assert!(
+            index.instances().is_empty(),
+            "an address that is no IP is never published"
         );
     }
 

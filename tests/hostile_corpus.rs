@@ -628,6 +628,7 @@ async fn raw_websocket_frames_never_stop_the_gateway() {
         );
     }
     let hostile = hostile_frames();
+    let before = scrape::Scrape::from(&gateway).await;
     for (what, bytes, code) in &hostile {
         let mut ws = raw_ws(gateway.addr).await;
         ws.write_all(bytes).await.unwrap();
@@ -636,6 +637,23 @@ async fn raw_websocket_frames_never_stop_the_gateway() {
             assert_eq!(ended, *code, "{what}");
         }
     }
+    // Every kind of bad input is counted.
+    let closed = "loco_discovery_connections_closed_total";
+    scrape::expect_moved(
+        &gateway,
+        &before,
+        closed,
+        &[("reason", "message_too_big")],
+        1.0,
+    )
+    .await;
+    let protocol_errors =
+        scrape::moved(&gateway, &before, closed, &[("reason", "protocol_error")]).await;
+    println!("websocket protocol errors counted: {protocol_errors}");
+    assert!(
+        protocol_errors >= 10.0,
+        "{protocol_errors} protocol errors counted"
+    );
     // Everything else is still served.
     assert!(gateway.live("").await["instances"].is_array());
     cluster.put(&slice("emu-a", vec![pod(0, true), pod(1, true)]));
@@ -654,7 +672,6 @@ async fn raw_websocket_frames_never_stop_the_gateway() {
 /// A client's close frame is answered with a close frame: its own code, or 1002 when the
 /// code is one a peer may not send (RFC 6455 7.4).
 #[tokio::test]
-#[ignore = "the WebSocket route sends Message::Close after the peer's close, which tungstenite refuses (SendAfterClosing), so no reply goes out; Sink::close would send it"]
 async fn a_close_frame_is_answered_with_a_close_frame() {
     let cluster = SimCluster::start().await;
     let gateway = Gateway::start(&cluster).await;

@@ -127,14 +127,25 @@ async fn serve(
                         }
                     }
                 }
-                Some(Ok(Message::Close(_))) => break,
+                Some(Ok(Message::Close(_))) => {
+                    // tungstenite queued the reply to the peer's close; this sends it.
+                    let _ = timeout(&state, sink.close()).await;
+                    return;
+                }
                 Some(Ok(_)) => {}
                 Some(Err(WsError::Capacity(_))) => {
+                    closed("message_too_big");
                     let close = close_frame(1009, "message too big");
                     let _ = timeout(&state, sink.send(close)).await;
                     return;
                 }
-                Some(Err(_)) | None => return,
+                Some(Err(error)) => {
+                    closed(close_reason(&error));
+                    // A protocol error: tungstenite queued a close frame (1002, 1007).
+                    let _ = timeout(&state, sink.close()).await;
+                    return;
+                }
+                None => return,
             },
             out = events.next() => {
                 let Some(out) = out else { break };
@@ -217,6 +228,22 @@ where
     };
     record_delivery(&out, "ws");
     sent
+}
+
+/// Why a WebSocket read failed, as a label of `connections_closed_total`.
+fn close_reason(error: &WsError) -> &'static str {
+    match error {
+        WsError::Protocol(_) | WsError::Utf8(_) => "protocol_error",
+        WsError::Capacity(_) => "message_too_big",
+        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => "client_closed",
+        _ => "other",
+    }
+}
+
+/// Counts a WebSocket connection the gateway ended because of what the client sent.
+fn closed(reason: &'static str) {
+    metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+    tracing::debug!(reason, "WebSocket closed");
 }
 
 /// `send`, or `None` (counted) when the socket accepted nothing for the write timeout.

@@ -135,7 +135,7 @@ pub fn describe() {
     describe_counter!(
         CONNECTIONS_CLOSED,
         Unit::Count,
-        "Client connections that ended without a clean close, by reason: client_closed (the client went away mid-request; normal), header_timeout (no complete request head in time, or idle too long between requests), protocol_error, io_error, write_stalled (the socket accepted nothing for the write timeout), shed_idle (an idle keep-alive connection closed to make room at the connection ceiling), other."
+        "Client connections that ended without a clean close, by reason: client_closed (the client went away mid-request; normal), header_timeout (no complete request head in time, or idle too long between requests), protocol_error (a malformed request head, or a WebSocket frame breaking the protocol), message_too_big (a WebSocket message over the 4 KiB a client may send), io_error, write_stalled (the socket accepted nothing for the write timeout), shed_idle (an idle keep-alive connection closed to make room at the connection ceiling), other."
     );
     describe_counter!(
         CONNECTIONS_REJECTED,
