@@ -299,7 +299,17 @@ async fn write_batch(
     if chunked {
         slices.push(IoSlice::new(b"\r\n"));
     }
-    let mut slices = &mut slices[..];
+    write_all_vectored(stream, &mut slices, write_timeout).await
+}
+
+/// Writes every slice, in as few writes as the socket allows; a write the socket does
+/// not accept within `write_timeout` fails (counted as `write_stalled`).
+pub async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut W,
+    slices: &mut [IoSlice<'_>],
+    write_timeout: Duration,
+) -> Result<(), &'static str> {
+    let mut slices = slices;
     while !slices.is_empty() {
         match tokio::time::timeout(write_timeout, stream.write_vectored(slices)).await {
             Err(_) => {

@@ -20,6 +20,7 @@ mod sse;
 mod state;
 pub mod stream;
 mod ws;
+mod ws_frames;
 
 pub use query::{parse_filter, parse_stream_query};
 pub use reply::error_reply;

@@ -37,7 +37,7 @@ fn event(kind: &str, data: &[u8], id: &str) -> Bytes {
 /// A published frame's event, encoded by the first SSE subscriber to send it.
 fn frame_event(frame: &Frame) -> Bytes {
     frame
-        .encoded
+        .sse
         .get_or_init(|| event(frame.kind.as_str(), &frame.json, &frame.id))
         .clone()
 }

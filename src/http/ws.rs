@@ -2,39 +2,26 @@
 //! for services and for the lego-loco frontend's WebSocket hook (which sends
 //! `{"type":"__ping"}` and expects `{"type":"__pong"}`).
 
+use super::lean_stream::write_all_vectored;
 use super::query::parse_stream_query;
 use super::reply::{error_reply, too_many_subscribers};
 use super::server::PendingUpgrade;
 use super::state::HttpState;
 use super::stream::{record_delivery, subscriber_stream, Outgoing, SubscriberSlot};
+use super::ws_frames::{self, ClientMessage, Reader, Violation};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use loco_discovery_core::hub::Filter;
+use loco_discovery_core::hub::{Filter, Frame};
 use loco_discovery_core::rendered::EventHead;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{Frame as WsFrame, Utf8Bytes};
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
+use std::io::IoSlice;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use warp::http::StatusCode;
 use warp::ws::Ws;
 
-/// The largest WebSocket message (and frame) a client may send: only small
-/// `{"type":"__ping"}` messages are expected. Past it the connection is closed with 1009.
-pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
-
-/// The WebSocket settings of a subscriber, who only sends small pings: a 4 KiB read
-/// buffer instead of tungstenite's 128 KiB (allocated up front for every connection),
-/// and the size caps above.
-fn config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(MAX_CLIENT_MESSAGE)
-        .write_buffer_size(0)
-        .max_frame_size(Some(MAX_CLIENT_MESSAGE))
-        .max_message_size(Some(MAX_CLIENT_MESSAGE))
-}
+/// Items sent in one vectored write at most.
+const MAX_BATCH: usize = 64;
 
 /// The answer to an application-level ping, or `None` for any other message.
 pub fn pong_for(text: &str) -> Option<String> {
@@ -50,7 +37,8 @@ pub fn pong_for(text: &str) -> Option<String> {
 }
 
 /// Answers a WebSocket handshake (checked by `warp::ws()`, whose own upgrade is not used:
-/// it cannot size tungstenite's buffers) and serves the subscriber on the upgraded socket.
+/// the subscriber's frames are written here, see [`ws_frames`]) and serves the
+/// subscriber on the upgraded socket.
 pub fn upgrade(
     state: HttpState,
     _checked: Ws,
@@ -74,10 +62,7 @@ pub fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                let socket =
-                    WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
-                serve(socket, state, filter, last_event_id, slot).await;
+                serve(TokioIo::new(upgraded), state, filter, last_event_id, slot).await;
             }
             Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
         }
@@ -92,23 +77,104 @@ pub fn upgrade(
         .expect("a valid 101 response")
 }
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
-fn close_frame(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    }))
+/// A published frame as a WebSocket text frame, encoded by the first WebSocket
+/// subscriber to send it and shared by the others.
+fn frame_message(frame: &Frame) -> Bytes {
+    frame
+        .ws
+        .get_or_init(|| text_frame(&[&frame.json]).concat().into())
+        .clone()
 }
 
-async fn serve(
-    socket: Socket,
+/// A text frame of `parts` (one message): its header, then the parts as they are.
+fn text_frame(parts: &[&Bytes]) -> Vec<Bytes> {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let (head, used) = ws_frames::header(ws_frames::TEXT, len);
+    let mut out = vec![Bytes::copy_from_slice(&head[..used])];
+    out.extend(parts.iter().map(|p| (*p).clone()));
+    out
+}
+
+/// The bytes of one outgoing item.
+fn encode(out: &Outgoing) -> Vec<Bytes> {
+    match out {
+        Outgoing::Frame(frame) => vec![frame_message(frame)],
+        Outgoing::Left { data, .. } => text_frame(&[data]),
+        Outgoing::Snapshot {
+            kind,
+            reason,
+            id,
+            snapshot,
+        } => {
+            let head = Bytes::from(snapshot.head(Some(EventHead {
+                kind,
+                id,
+                reason: *reason,
+            })));
+            text_frame(&[&head, &snapshot.view.instances, &Bytes::from_static(b"}")])
+        }
+        Outgoing::Heartbeat => vec![ws_frames::small_frame(ws_frames::PING, b"heartbeat")],
+        Outgoing::Reconnect { data, .. } => {
+            let mut out = text_frame(&[data]);
+            out.push(ws_frames::close_frame(1012, "service restart"));
+            out
+        }
+    }
+}
+
+/// What to do after reading from the client.
+enum Read {
+    /// Bytes to send back (pongs), possibly none.
+    Answer(Vec<Bytes>),
+    /// The connection is over; send this last (a close frame), if anything.
+    End(Option<Bytes>),
+}
+
+/// Handles every complete message the client sent.
+fn answer(reader: &mut Reader) -> Read {
+    let mut replies = Vec::new();
+    loop {
+        match reader.next() {
+            Ok(None) => return Read::Answer(replies),
+            Ok(Some(ClientMessage::Text(text))) => {
+                if let Some(pong) = pong_for(&text) {
+                    replies.extend(text_frame(&[&Bytes::from(pong)]));
+                }
+            }
+            Ok(Some(ClientMessage::Ping(payload))) => {
+                replies.push(ws_frames::small_frame(ws_frames::PONG, &payload));
+            }
+            Ok(Some(ClientMessage::Ignored)) => {}
+            Ok(Some(ClientMessage::Close { code, reason })) => {
+                let reason = loco_discovery_core::text::printable(&reason);
+                tracing::debug!(code, %reason, "the client closed its WebSocket");
+                return Read::End(Some(ws_frames::close_frame(code, "")));
+            }
+            Err(Violation {
+                code,
+                reason,
+                message,
+            }) => {
+                metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "reason" => reason)
+                    .increment(1);
+                tracing::debug!(reason, code, "closing a WebSocket that broke the protocol");
+                return Read::End(Some(ws_frames::close_frame(code, message)));
+            }
+        }
+    }
+}
+
+/// Serves one subscriber: its events out, its pings answered, until either side ends.
+async fn serve<IO>(
+    mut io: IO,
     state: HttpState,
     filter: Filter,
     last_event_id: Option<String>,
     slot: SubscriberSlot,
-) {
-    let (mut sink, mut incoming) = socket.split();
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let write_timeout = state.stream.write_timeout;
     let events = subscriber_stream(
         state.hub.clone(),
         filter,
@@ -117,145 +183,57 @@ async fn serve(
         slot,
     );
     let mut events = std::pin::pin!(events);
+    let mut reader = Reader::default();
+    let mut batch: Vec<Bytes> = Vec::new();
     loop {
+        let mut received = [0u8; 512];
+        let mut ending = false;
         tokio::select! {
-            message = incoming.next() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(pong) = pong_for(text.as_str()) {
-                        if !matches!(timeout(&state, sink.send(Message::text(pong))).await, Some(Ok(()))) {
-                            return;
-                        }
+            read = io.read(&mut received) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                reader.buf.extend_from_slice(&received[..n]);
+                match answer(&mut reader) {
+                    Read::Answer(replies) => batch = replies,
+                    Read::End(last) => {
+                        batch = last.into_iter().collect();
+                        ending = true;
                     }
                 }
-                Some(Ok(Message::Close(_))) => {
-                    // tungstenite queued the reply to the peer's close; this sends it.
-                    let _ = timeout(&state, sink.close()).await;
-                    return;
+                if reader.buf.is_empty() {
+                    // Give the buffer back between the client's rare messages.
+                    reader.buf = Default::default();
                 }
-                Some(Ok(_)) => {}
-                Some(Err(WsError::Capacity(_))) => {
-                    closed("message_too_big");
-                    let close = close_frame(1009, "message too big");
-                    let _ = timeout(&state, sink.send(close)).await;
-                    return;
-                }
-                Some(Err(error)) => {
-                    closed(close_reason(&error));
-                    // A protocol error: tungstenite queued a close frame (1002, 1007).
-                    let _ = timeout(&state, sink.close()).await;
-                    return;
-                }
-                None => return,
-            },
+            }
             out = events.next() => {
-                let Some(out) = out else { break };
-                let reconnect = matches!(out, Outgoing::Reconnect { .. });
-                match timeout(&state, deliver(&mut sink, out)).await {
-                    Some(Ok(())) if !reconnect => {}
-                    _ => return,
+                let Some(out) = out else { return };
+                let mut next = Some(out);
+                let mut items = 0;
+                while let Some(out) = next.take() {
+                    ending |= matches!(out, Outgoing::Reconnect { .. });
+                    batch.extend(encode(&out));
+                    record_delivery(&out, "ws");
+                    items += 1;
+                    if !ending && items < MAX_BATCH {
+                        next = events.next().now_or_never().flatten();
+                    }
                 }
             }
         }
-    }
-    let _ = timeout(&state, sink.send(Message::Close(None))).await;
-}
-
-/// The largest frame of a fragmented snapshot. tungstenite keeps its write buffer at the
-/// largest frame it has written, so a snapshot sent as one frame would keep a buffer of
-/// the whole view's size in every connection.
-const SNAPSHOT_FRAME: usize = 8 * 1024;
-
-/// A snapshot as one text message in frames of at most [`SNAPSHOT_FRAME`] bytes: the
-/// head, the shared instances in slices (no copy), and the closing brace.
-fn snapshot_frames(out: &Outgoing) -> Vec<Message> {
-    let Outgoing::Snapshot {
-        kind,
-        reason,
-        id,
-        snapshot,
-    } = out
-    else {
-        return Vec::new();
-    };
-    let head = EventHead {
-        kind,
-        id,
-        reason: *reason,
-    };
-    let instances = &snapshot.view.instances;
-    let mut payloads = vec![Bytes::from(snapshot.head(Some(head)))];
-    payloads.extend(
-        (0..instances.len())
-            .step_by(SNAPSHOT_FRAME)
-            .map(|at| instances.slice(at..(at + SNAPSHOT_FRAME).min(instances.len()))),
-    );
-    payloads.push(Bytes::from_static(b"}"));
-    let last = payloads.len() - 1;
-    payloads
-        .into_iter()
-        .enumerate()
-        .map(|(n, payload)| {
-            let opcode = if n == 0 { Data::Text } else { Data::Continue };
-            Message::Frame(WsFrame::message(payload, OpCode::Data(opcode), n == last))
-        })
-        .collect()
-}
-
-/// A JSON text message from bytes that are UTF-8 (serde_json's output).
-fn text(json: &Bytes) -> Message {
-    Message::Text(Utf8Bytes::try_from(json.clone()).expect("JSON is UTF-8"))
-}
-
-/// Sends one outgoing item; after a `Reconnect`, the close frame too.
-async fn deliver<S>(sink: &mut S, out: Outgoing) -> Result<(), WsError>
-where
-    S: futures::Sink<Message, Error = WsError> + Unpin,
-{
-    let sent = match &out {
-        Outgoing::Frame(frame) => sink.send(text(&frame.json)).await,
-        Outgoing::Left { data, .. } => sink.send(text(data)).await,
-        Outgoing::Snapshot { .. } => {
-            for frame in snapshot_frames(&out) {
-                sink.feed(frame).await?;
+        if !batch.is_empty() {
+            let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+            let written = write_all_vectored(&mut io, &mut slices, write_timeout).await;
+            batch.clear();
+            if written.is_err() {
+                return;
             }
-            sink.flush().await
         }
-        Outgoing::Heartbeat => sink.send(Message::Ping("heartbeat".into())).await,
-        Outgoing::Reconnect { data, .. } => {
-            let _ = sink.send(text(data)).await;
-            sink.send(close_frame(1012, "service restart")).await
+        if ending {
+            return;
         }
-    };
-    record_delivery(&out, "ws");
-    sent
-}
-
-/// Why a WebSocket read failed, as a label of `connections_closed_total`.
-fn close_reason(error: &WsError) -> &'static str {
-    match error {
-        WsError::Protocol(_) | WsError::Utf8(_) => "protocol_error",
-        WsError::Capacity(_) => "message_too_big",
-        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => "client_closed",
-        _ => "other",
     }
-}
-
-/// Counts a WebSocket connection the gateway ended because of what the client sent.
-fn closed(reason: &'static str) {
-    metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "reason" => reason).increment(1);
-    tracing::debug!(reason, "WebSocket closed");
-}
-
-/// `send`, or `None` (counted) when the socket accepted nothing for the write timeout.
-async fn timeout<T>(state: &HttpState, send: impl std::future::Future<Output = T>) -> Option<T> {
-    let sent = tokio::time::timeout(state.stream.write_timeout, send)
-        .await
-        .ok();
-    if sent.is_none() {
-        metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "reason" => "write_stalled")
-            .increment(1);
-    }
-    sent
 }
 
 #[cfg(test)]
@@ -263,7 +241,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_snapshot_is_one_text_message_in_small_frames_of_the_shared_bytes() {
+    fn a_snapshot_is_one_text_frame_of_the_shared_bytes() {
         use chrono::Utc;
         use loco_discovery_core::hub::{Hub, HubInfo};
         use loco_discovery_core::index::{EndpointIndex, IndexConfig};
@@ -284,37 +262,29 @@ mod tests {
         let out = index.apply(&mk_slice("loco", "s", "emu", endpoints), Utc::now());
         hub.publish(&out.deltas, "5", Utc::now());
         let snapshot = hub.rendered(&Filter::default(), Utc::now());
-        assert!(snapshot.view.instances.len() > 4 * SNAPSHOT_FRAME);
         let out = Outgoing::Snapshot {
             kind: "snapshot",
             reason: None,
             id: "5.100".into(),
             snapshot: snapshot.clone(),
         };
-        let frames: Vec<WsFrame> = snapshot_frames(&out)
-            .into_iter()
-            .map(|m| match m {
-                Message::Frame(frame) => frame,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        let whole: Vec<u8> = frames.iter().flat_map(|f| f.payload().to_vec()).collect();
-        let head = EventHead {
+        let pieces = encode(&out);
+        assert!(
+            pieces
+                .iter()
+                .any(|p| p.as_ptr() == snapshot.view.instances.as_ptr()),
+            "the instances go out as the shared bytes"
+        );
+        let wire = pieces.concat();
+        let expected = snapshot.to_json(Some(EventHead {
             kind: "snapshot",
             id: "5.100",
             reason: None,
-        };
-        let expected = snapshot.to_json(Some(head));
-        assert_eq!(whole, expected);
-        let parsed: Value = serde_json::from_slice(&whole).unwrap();
-        assert_eq!(parsed["instances"].as_array().unwrap().len(), 100);
-        assert!(frames.iter().all(|f| f.payload().len() <= SNAPSHOT_FRAME));
-        let last = frames.len() - 1;
-        for (n, frame) in frames.iter().enumerate() {
-            let opcode = if n == 0 { Data::Text } else { Data::Continue };
-            assert_eq!(frame.header().opcode, OpCode::Data(opcode));
-            assert_eq!(frame.header().is_final, n == last);
-        }
+        }));
+        assert_eq!(wire[..4], [0x81, 127, 0, 0][..]);
+        let len = u64::from_be_bytes(wire[2..10].try_into().unwrap()) as usize;
+        assert_eq!(len, expected.len());
+        assert_eq!(&wire[10..], &expected[..]);
     }
 
     #[test]

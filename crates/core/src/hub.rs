@@ -62,9 +62,11 @@ pub struct Frame {
     pub instance: Instance,
     /// The event's JSON (the SSE `data:` line and the WebSocket text frame).
     pub json: Bytes,
-    /// The frame encoded for a transport (the Server-Sent Events frame), made by the
-    /// first subscriber of that transport to send it and shared by the others.
-    pub encoded: OnceLock<Bytes>,
+    /// The frame encoded for each transport (the Server-Sent Events event, the WebSocket
+    /// text frame), made by the first subscriber of that transport to send it and shared
+    /// by the others.
+    pub sse: OnceLock<Bytes>,
+    pub ws: OnceLock<Bytes>,
     /// When it was published, for the published → socket latency.
     pub published_at: std::time::Instant,
     /// The API history it belongs to (see [`Hub::observe_resource_version`]).
@@ -323,7 +325,8 @@ impl Hub {
                 kind: delta.kind,
                 instance: delta.instance.clone(),
                 json: Bytes::from(json),
-                encoded: OnceLock::new(),
+                sse: OnceLock::new(),
+                ws: OnceLock::new(),
                 published_at: std::time::Instant::now(),
                 epoch: state.epoch,
             });
