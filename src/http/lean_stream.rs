@@ -66,7 +66,10 @@ fn is_sse_request(start: &[u8]) -> bool {
 
 /// Serves the connection: reads the head, answers it through `routes`, and streams the
 /// body. Every way it ends is counted in `loco_discovery_connections_closed_total`.
-pub async fn serve<S>(mut stream: TcpStream, routes: S, limits: &ServerLimits)
+/// Returns the stream to send, if the routes accepted the subscriber: the caller runs it
+/// in a task of its own, so that what it took to answer the head (the routes, the
+/// server's settings) is not kept for the life of the stream.
+pub async fn serve<S>(mut stream: TcpStream, routes: S, limits: &ServerLimits) -> Option<Streaming>
 where
     S: hyper::service::Service<
         http::Request<http_body_util::Empty<Bytes>>,
@@ -81,7 +84,7 @@ where
             if let Some(answer) = answer {
                 let _ = tokio::time::timeout(limits.write_timeout, stream.write_all(&answer)).await;
             }
-            return;
+            return None;
         }
     };
     let http10 = request.version() == http::Version::HTTP_10;
@@ -97,12 +100,40 @@ where
         let mut head = response_head(&parts, Some(body.len()));
         head.extend_from_slice(&body);
         let _ = tokio::time::timeout(limits.write_timeout, stream.write_all(&head)).await;
-        return;
+        return None;
     };
     let (parts, ()) = response.map(|_| ()).into_parts();
-    let head = Bytes::from(response_head(&parts, None));
-    let reason = stream_body(&mut stream, head, body, !http10, limits.write_timeout).await;
-    closed(reason);
+    Some(Streaming {
+        stream,
+        head: Bytes::from(response_head(&parts, None)),
+        body,
+        chunked: !http10,
+        write_timeout: limits.write_timeout,
+    })
+}
+
+/// An accepted subscriber: its socket, the response head and the events to send.
+pub struct Streaming {
+    stream: TcpStream,
+    head: Bytes,
+    body: super::shared_body::PiecesBody,
+    chunked: bool,
+    write_timeout: Duration,
+}
+
+impl Streaming {
+    /// Sends the head and the events until the stream or the client ends.
+    pub async fn run(mut self) {
+        let reason = stream_body(
+            &mut self.stream,
+            self.head,
+            self.body,
+            self.chunked,
+            self.write_timeout,
+        )
+        .await;
+        closed(reason);
+    }
 }
 
 /// Why the head was not answered by the routes, and the answer to send, if any.

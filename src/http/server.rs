@@ -108,8 +108,15 @@ pub async fn serve<F>(
             match first {
                 FirstRequest::Sse => {
                     // A subscriber is never idle: it is not shed to make room.
-                    let _busy = slot.activity().begin();
-                    lean_stream::serve(stream, inner, &limits).await;
+                    let busy = slot.activity().begin();
+                    if let Some(streaming) = lean_stream::serve(stream, inner, &limits).await {
+                        // Its own task: only what the stream needs stays allocated.
+                        tokio::spawn(async move {
+                            streaming.run().await;
+                            drop((busy, slot, open));
+                        });
+                        return;
+                    }
                 }
                 FirstRequest::Gone(reason) => {
                     if reason == "header_timeout" {
