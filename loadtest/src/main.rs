@@ -297,7 +297,10 @@ impl Children {
     ) -> Result<Self> {
         let me = std::env::current_exe()?;
         let mut children = Vec::new();
-        for (addr, count) in batches {
+        for (n, (addr, count)) in batches.iter().enumerate() {
+            // Each child connects from its own loopback address: one source address
+            // has only ~28,000 ephemeral ports towards one server port.
+            let source = format!("127.0.{}.{}", 1 + n / 250, 1 + n % 250);
             let mut child = Command::new(&me)
                 .args([
                     "subscribe",
@@ -313,6 +316,8 @@ impl Children {
                     &humantime::format_duration(args.poll_every).to_string(),
                     "--settle",
                     &humantime::format_duration(args.settle).to_string(),
+                    "--source",
+                    &source,
                 ])
                 .args(no_read.then_some("--no-read"))
                 .args(await_initial.then_some("--await-initial"))
@@ -365,6 +370,10 @@ impl Children {
 /// One measured case.
 struct Case {
     label: String,
+    /// The write's own round trip (the simulated API's or nchan's answer), p50 and max,
+    /// in ms: the part of the latency spent before the server under test saw the change.
+    ack_p50: f64,
+    ack_max: f64,
     target: Target,
     mode: Mode,
     subscribers: usize,
@@ -434,6 +443,10 @@ impl Case {
         println!(
             "  write → receipt latency    p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             self.p50, self.p90, self.p99, self.max
+        );
+        println!(
+            "  write acknowledged         p50 {:.1} ms, max {:.1} ms (the write request's own round trip)",
+            self.ack_p50, self.ack_max
         );
         println!("  RSS per idle subscriber    {:.1} KiB", self.kib_per_sub);
         println!(
@@ -583,6 +596,7 @@ fn measure(
     std::thread::sleep(Duration::from_secs(1));
     let (cpu_before, rss_idle) = cpu_and_rss_of(pids)?;
     let mut sent = vec![0u64; args.writes as usize + 1];
+    let mut acked: Vec<u64> = Vec::with_capacity(args.writes as usize);
     let started = now_us();
     let mut next = Instant::now();
     for k in 1..=args.writes {
@@ -593,7 +607,9 @@ fn measure(
         next += args.interval;
         sent[k as usize] = now_us();
         write(k)?;
+        acked.push(now_us().saturating_sub(sent[k as usize]));
     }
+    acked.sort_unstable();
     if mode == Mode::Poll {
         // Every poller polls at least once more after the last write.
         std::thread::sleep(args.poll_every + Duration::from_millis(500));
@@ -628,6 +644,8 @@ fn measure(
     let client_seconds = connected as f64 * window_s;
     Ok(Case {
         label,
+        ack_p50: percentile(&acked, 50.0),
+        ack_max: percentile(&acked, 100.0),
         target,
         mode,
         subscribers,

@@ -106,6 +106,20 @@ pub struct Settings {
     /// been read, so the writes do not queue behind the connection storm's snapshots.
     #[arg(long)]
     pub await_initial: bool,
+    /// The loopback address to connect from.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub source: std::net::IpAddr,
+}
+
+/// A connection to `addr` from `source` (any port).
+async fn connect(source: std::net::IpAddr, addr: &str) -> std::io::Result<TcpStream> {
+    let addr: std::net::SocketAddr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 pub async fn child(settings: Settings) -> Report {
@@ -211,7 +225,7 @@ async fn subscriber(
         ),
     };
     let opened = tokio::time::timeout(Duration::from_secs(120), async {
-        let mut socket = TcpStream::connect(&settings.addr).await.ok()?;
+        let mut socket = connect(settings.source, &settings.addr).await.ok()?;
         let _ = socket.set_nodelay(true);
         socket.write_all(request.as_bytes()).await.ok()?;
         let mut buf = Vec::with_capacity(8192);
@@ -415,7 +429,7 @@ async fn poller(
     ready: tokio::sync::mpsc::Sender<bool>,
 ) -> Report {
     let mut report = Report::default();
-    let Ok(mut socket) = TcpStream::connect(&settings.addr).await else {
+    let Ok(mut socket) = connect(settings.source, &settings.addr).await else {
         report.errors += 1;
         let _ = ready.send(false).await;
         return report;
