@@ -342,7 +342,13 @@ pub async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
 ) -> Result<(), &'static str> {
     let mut slices = slices;
     while !slices.is_empty() {
-        match tokio::time::timeout(write_timeout, stream.write_vectored(slices)).await {
+        // A socket with room takes the write at once: no timer for it. Only a write
+        // that has to wait is timed.
+        let written = match stream.write_vectored(slices).now_or_never() {
+            Some(written) => Ok(written),
+            None => tokio::time::timeout(write_timeout, stream.write_vectored(slices)).await,
+        };
+        match written {
             Err(_) => {
                 metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "write_stalled").increment(1);
                 return Err("write_stalled_counted");

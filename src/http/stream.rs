@@ -137,9 +137,13 @@ impl Drop for SubscriberSlot {
 /// Records the published → socket latency of a delivered frame.
 pub fn record_delivery(out: &Outgoing, transport: &'static str) {
     if let Some(frame) = out.frame() {
-        metrics::histogram!(m::PUBLISHED_TO_SOCKET,
-            "service" => frame.instance.service.clone(), "transport" => transport)
-        .record(frame.published_at.elapsed().as_secs_f64());
+        let slot = usize::from(transport == "ws");
+        frame.latency[slot]
+            .get_or_init(|| {
+                metrics::histogram!(m::PUBLISHED_TO_SOCKET,
+                    "service" => frame.instance.service.clone(), "transport" => transport)
+            })
+            .record(frame.published_at.elapsed().as_secs_f64());
     }
 }
 

@@ -67,6 +67,9 @@ pub struct Frame {
     /// by the others.
     pub sse: OnceLock<Bytes>,
     pub ws: OnceLock<Bytes>,
+    /// The published → socket histogram of the frame's service, per transport (SSE,
+    /// WebSocket), looked up by the first delivery instead of by every one.
+    pub latency: [OnceLock<metrics::Histogram>; 2],
     /// When it was published, for the published → socket latency.
     pub published_at: std::time::Instant,
     /// The API history it belongs to (see [`Hub::observe_resource_version`]).
@@ -327,6 +330,7 @@ impl Hub {
                 json: Bytes::from(json),
                 sse: OnceLock::new(),
                 ws: OnceLock::new(),
+                latency: Default::default(),
                 published_at: std::time::Instant::now(),
                 epoch: state.epoch,
             });
