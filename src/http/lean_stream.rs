@@ -1,14 +1,16 @@
-//! The lean path of the SSE route: a connection whose first request is `GET` of the
-//! stream is served without hyper once its head is read.
+//! The lean path of the stream routes: a connection whose first request is `GET` of the
+//! SSE or the WebSocket route is served without hyper.
 //!
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for every connection for
-//! its whole life, two thirds of what an idle subscriber costs; a subscriber only ever
-//! receives. Here its head is parsed with `httparse`, the routes (auth, CORS, filters,
-//! admission) run as for any request, and the events are written straight to the socket
-//! in chunked encoding, everything that is ready in one vectored write. Any other request
-//! (or one whose request line did not come in the first packet) is hyper's.
+//! its whole life (until an upgrade), more than the rest of what an idle subscriber costs;
+//! a subscriber only ever receives. Here its head is parsed with `httparse`, the routes
+//! (auth, CORS, filters, admission, the WebSocket handshake) run as for any request, and
+//! then the SSE events are written straight to the socket in chunked encoding, everything
+//! that is ready in one vectored write, or the socket is handed to the WebSocket route.
+//! Any other request (or one whose request line did not come in the first packet) is
+//! hyper's.
 
-use super::server::ServerLimits;
+use super::server::{PendingUpgrade, ServerLimits, Upgrade};
 use super::shared_body::SharedBody;
 use crate::metrics as m;
 use bytes::Bytes;
@@ -20,8 +22,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Paths of the SSE route (with and without the `/api` prefix).
-const SSE_PATHS: [&[u8]; 2] = [b"/api/instances/stream", b"/instances/stream"];
+/// Paths of the stream routes (with and without the `/api` prefix).
+const STREAM_PATHS: [&[u8]; 4] = [
+    b"/api/instances/stream",
+    b"/instances/stream",
+    b"/api/instances/ws",
+    b"/instances/ws",
+];
 
 /// The longest request head accepted on this path (hyper's limit is larger, but a
 /// subscriber's head is a few hundred bytes).
@@ -35,8 +42,8 @@ const MAX_BATCH: usize = 64;
 
 /// How a connection starts.
 pub enum FirstRequest {
-    /// `GET` of the SSE route: serve it here.
-    Sse,
+    /// `GET` of the SSE or WebSocket route: serve it here.
+    Subscriber,
     /// Anything else: hyper's.
     Other,
     /// The client sent nothing within the header timeout, or closed.
@@ -49,17 +56,17 @@ pub async fn first_request(stream: &TcpStream, timeout: Duration) -> FirstReques
     match tokio::time::timeout(timeout, stream.peek(&mut peeked)).await {
         Err(_) => FirstRequest::Gone("header_timeout"),
         Ok(Ok(0)) | Ok(Err(_)) => FirstRequest::Gone("client_closed"),
-        Ok(Ok(n)) if is_sse_request(&peeked[..n]) => FirstRequest::Sse,
+        Ok(Ok(n)) if is_stream_request(&peeked[..n]) => FirstRequest::Subscriber,
         Ok(Ok(_)) => FirstRequest::Other,
     }
 }
 
-/// Whether a request line starts `GET <an SSE path>` followed by `?` or a space.
-fn is_sse_request(start: &[u8]) -> bool {
+/// Whether a request line starts `GET <a stream path>` followed by `?` or a space.
+fn is_stream_request(start: &[u8]) -> bool {
     let Some(rest) = start.strip_prefix(b"GET ") else {
         return false;
     };
-    SSE_PATHS.iter().any(|path| {
+    STREAM_PATHS.iter().any(|path| {
         rest.starts_with(path) && matches!(rest.get(path.len()), Some(b'?') | Some(b' '))
     })
 }
@@ -69,7 +76,7 @@ fn is_sse_request(start: &[u8]) -> bool {
 /// Returns the stream to send, if the routes accepted the subscriber: the caller runs it
 /// in a task of its own, so that what it took to answer the head (the routes, the
 /// server's settings) is not kept for the life of the stream.
-pub async fn serve<S>(mut stream: TcpStream, routes: S, limits: &ServerLimits) -> Option<Streaming>
+pub async fn serve<S>(mut stream: TcpStream, routes: S, limits: &ServerLimits) -> Answered
 where
     S: hyper::service::Service<
         http::Request<http_body_util::Empty<Bytes>>,
@@ -77,18 +84,40 @@ where
         Error = Infallible,
     >,
 {
-    let request = match read_request(&mut stream, limits.header_read_timeout).await {
-        Ok(request) => request,
+    let (mut request, early) = match read_request(&mut stream, limits.header_read_timeout).await {
+        Ok(read) => read,
         Err(Refused { reason, answer }) => {
             closed(reason);
             if let Some(answer) = answer {
                 let _ = tokio::time::timeout(limits.write_timeout, stream.write_all(&answer)).await;
             }
-            return None;
+            return Answered::Done;
         }
     };
+    let (to_route, from_lean) = tokio::sync::oneshot::channel();
+    request
+        .extensions_mut()
+        .insert(PendingUpgrade::new(Upgrade::Lean(from_lean)));
     let http10 = request.version() == http::Version::HTTP_10;
     let Ok(mut response) = routes.call(request).await;
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, _) = response.into_parts();
+        let head = response_head(&parts, Framing::None);
+        return match tokio::time::timeout(limits.write_timeout, stream.write_all(&head)).await {
+            Ok(Ok(())) => Answered::Upgraded(
+                Upgraded {
+                    stream,
+                    early,
+                    guards: None,
+                },
+                to_route,
+            ),
+            _ => {
+                closed("client_closed");
+                Answered::Done
+            }
+        };
+    }
     let Some(body) = SharedBody::take(response.extensions_mut()) else {
         // Refused (400, 401, 503, ...): the answer, then close.
         let (parts, body) = response.into_parts();
@@ -97,19 +126,48 @@ where
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let mut head = response_head(&parts, Some(body.len()));
+        let mut head = response_head(&parts, Framing::Length(body.len()));
         head.extend_from_slice(&body);
         let _ = tokio::time::timeout(limits.write_timeout, stream.write_all(&head)).await;
-        return None;
+        return Answered::Done;
     };
     let (parts, ()) = response.map(|_| ()).into_parts();
-    Some(Streaming {
+    Answered::Stream(Streaming {
         stream,
-        head: Bytes::from(response_head(&parts, None)),
+        head: Bytes::from(response_head(&parts, Framing::Chunked)),
         body,
         chunked: !http10,
         write_timeout: limits.write_timeout,
     })
+}
+
+/// How the lean path answered a connection's first request.
+pub enum Answered {
+    /// An SSE subscriber, to run.
+    Stream(Streaming),
+    /// A WebSocket handshake, answered with its `101`: the socket goes to the WebSocket
+    /// route through the sender (after the caller adds what must live as long as it).
+    Upgraded(Upgraded, tokio::sync::oneshot::Sender<Upgraded>),
+    /// Answered and closed (a refusal, an error), or the client went away.
+    Done,
+}
+
+/// A socket switched to the WebSocket protocol by the lean path.
+pub struct Upgraded {
+    pub stream: TcpStream,
+    /// Bytes the client sent after its request head (frames sent before the `101`).
+    pub early: Bytes,
+    /// What keeps the connection counted while the WebSocket lives.
+    pub guards: Option<Box<dyn Send>>,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("stream", &self.stream)
+            .field("early", &self.early.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// An accepted subscriber: its socket, the response head and the events to send.
@@ -160,7 +218,7 @@ impl Refused {
             .expect("a valid response")
             .into_parts()
             .0;
-        let mut answer = response_head(&parts, Some(body.len()));
+        let mut answer = response_head(&parts, Framing::Length(body.len()));
         answer.extend_from_slice(body.as_bytes());
         Self {
             reason: "protocol_error",
@@ -173,7 +231,7 @@ impl Refused {
 async fn read_request(
     stream: &mut TcpStream,
     timeout: Duration,
-) -> Result<http::Request<http_body_util::Empty<Bytes>>, Refused> {
+) -> Result<(http::Request<http_body_util::Empty<Bytes>>, Bytes), Refused> {
     let mut buf = Vec::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -190,8 +248,9 @@ async fn read_request(
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(&buf) {
             Ok(httparse::Status::Partial) => continue,
-            Ok(httparse::Status::Complete(_)) => {
-                return to_request(&parsed).ok_or_else(malformed);
+            Ok(httparse::Status::Complete(used)) => {
+                let request = to_request(&parsed).ok_or_else(malformed)?;
+                return Ok((request, Bytes::copy_from_slice(&buf[used..])));
             }
             Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
             Err(_) => return Err(malformed()),
@@ -227,8 +286,17 @@ fn to_request(
     request.body(http_body_util::Empty::new()).ok()
 }
 
-/// The status line and headers of `parts`, with `content-length` or chunked encoding.
-fn response_head(parts: &http::response::Parts, len: Option<usize>) -> Vec<u8> {
+/// How a response's body is delimited.
+enum Framing {
+    /// `content-length`, then the connection is closed.
+    Length(usize),
+    Chunked,
+    /// No body: a `101`.
+    None,
+}
+
+/// The status line and headers of `parts`, with the body's framing.
+fn response_head(parts: &http::response::Parts, framing: Framing) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
     let status = parts.status;
     head.extend_from_slice(b"HTTP/1.1 ");
@@ -249,11 +317,12 @@ fn response_head(parts: &http::response::Parts, len: Option<usize>) -> Vec<u8> {
     }
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     head.extend_from_slice(format!("date: {date}\r\n").as_bytes());
-    match len {
-        Some(len) => head.extend_from_slice(
+    match framing {
+        Framing::Length(len) => head.extend_from_slice(
             format!("content-length: {len}\r\nconnection: close\r\n\r\n").as_bytes(),
         ),
-        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+        Framing::None => head.extend_from_slice(b"\r\n"),
     }
     head
 }
@@ -382,7 +451,7 @@ mod tests {
             b"GET /instances/stream?status=ready HTTP/1.1",
             b"GET /api/instances/stream?",
         ] {
-            assert!(is_sse_request(yes), "{}", String::from_utf8_lossy(yes));
+            assert!(is_stream_request(yes), "{}", String::from_utf8_lossy(yes));
         }
         for no in [
             &b"GET /api/instances/streamer HTTP/1.1\r\n"[..],
@@ -392,7 +461,7 @@ mod tests {
             b"GET /api/instances/stre",
             b"",
         ] {
-            assert!(!is_sse_request(no), "{}", String::from_utf8_lossy(no));
+            assert!(!is_stream_request(no), "{}", String::from_utf8_lossy(no));
         }
     }
 }

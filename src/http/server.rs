@@ -4,7 +4,7 @@
 //! classification of connection errors.
 
 use super::conn_limit::{self, Connections, Slot};
-use super::lean_stream::{self, FirstRequest};
+use super::lean_stream::{self, Answered, FirstRequest};
 use super::shared_body::{PiecesBody, SharedBody};
 use crate::metrics as m;
 use http_body_util::Either;
@@ -106,16 +106,25 @@ pub async fn serve<F>(
                 _ = closing.cancelled() => FirstRequest::Gone("closing"),
             };
             match first {
-                FirstRequest::Sse => {
+                FirstRequest::Subscriber => {
                     // A subscriber is never idle: it is not shed to make room.
                     let busy = slot.activity().begin();
-                    if let Some(streaming) = lean_stream::serve(stream, inner, &limits).await {
-                        // Its own task: only what the stream needs stays allocated.
-                        tokio::spawn(async move {
-                            streaming.run().await;
-                            drop((busy, slot, open));
-                        });
-                        return;
+                    match lean_stream::serve(stream, inner, &limits).await {
+                        Answered::Stream(streaming) => {
+                            // Its own task: only what the stream needs stays allocated.
+                            tokio::spawn(async move {
+                                streaming.run().await;
+                                drop((busy, slot, open));
+                            });
+                            return;
+                        }
+                        Answered::Upgraded(mut upgraded, to) => {
+                            // The WebSocket task holds the connection's place from now on.
+                            upgraded.guards = Some(Box::new((busy, slot, open)));
+                            let _ = to.send(upgraded);
+                            return;
+                        }
+                        Answered::Done => {}
                     }
                 }
                 FirstRequest::Gone(reason) => {
@@ -276,7 +285,16 @@ fn connection_failed(error: &hyper::Error) {
 /// (`warp::ext::optional`: extensions taken by filters must be `Clone`); the WebSocket
 /// route takes it to size the WebSocket's buffers itself.
 #[derive(Clone, Debug)]
-pub struct PendingUpgrade(Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+pub struct PendingUpgrade(Arc<std::sync::Mutex<Option<Upgrade>>>);
+
+/// Where an upgraded connection comes from.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// hyper's connection, once it has sent the `101`.
+    Hyper(hyper::upgrade::OnUpgrade),
+    /// The lean path's socket, once it has sent the `101` (see [`lean_stream`]).
+    Lean(tokio::sync::oneshot::Receiver<lean_stream::Upgraded>),
+}
 
 impl PendingUpgrade {
     fn hand_over<B>(request: &mut http::Request<B>) {
@@ -284,13 +302,18 @@ impl PendingUpgrade {
             .extensions_mut()
             .remove::<hyper::upgrade::OnUpgrade>()
         {
-            let pending = Self(Arc::new(std::sync::Mutex::new(Some(upgrade))));
-            request.extensions_mut().insert(pending);
+            request
+                .extensions_mut()
+                .insert(Self::new(Upgrade::Hyper(upgrade)));
         }
     }
 
+    pub fn new(upgrade: Upgrade) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(upgrade))))
+    }
+
     /// The upgrade handle; `None` once taken.
-    pub fn take(&self) -> Option<hyper::upgrade::OnUpgrade> {
+    pub fn take(&self) -> Option<Upgrade> {
         self.0.lock().ok()?.take()
     }
 }

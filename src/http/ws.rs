@@ -5,7 +5,7 @@
 use super::lean_stream::write_all_vectored;
 use super::query::parse_stream_query;
 use super::reply::{error_reply, too_many_subscribers};
-use super::server::PendingUpgrade;
+use super::server::{PendingUpgrade, Upgrade};
 use super::state::HttpState;
 use super::stream::{record_delivery, subscriber_stream, Outgoing, SubscriberSlot};
 use super::ws_frames::{self, ClientMessage, Reader, Violation};
@@ -50,7 +50,7 @@ pub fn upgrade(
         Ok(parsed) => parsed,
         Err(message) => return error_reply(StatusCode::BAD_REQUEST, message),
     };
-    let Some(on_upgrade) = pending.and_then(|p| p.take()) else {
+    let Some(upgrade) = pending.and_then(|p| p.take()) else {
         return error_reply(
             StatusCode::BAD_REQUEST,
             "this connection cannot be upgraded to a WebSocket",
@@ -60,11 +60,21 @@ pub fn upgrade(
         return too_many_subscribers();
     };
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                serve(TokioIo::new(upgraded), state, filter, last_event_id, slot).await;
+        match upgrade {
+            Upgrade::Hyper(on_upgrade) => match on_upgrade.await {
+                Ok(upgraded) => {
+                    let io = TokioIo::new(upgraded);
+                    serve(io, Bytes::new(), state, filter, last_event_id, slot).await;
+                }
+                Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+            },
+            Upgrade::Lean(socket) => {
+                if let Ok(upgraded) = socket.await {
+                    let _guards = upgraded.guards;
+                    let (io, early) = (upgraded.stream, upgraded.early);
+                    serve(io, early, state, filter, last_event_id, slot).await;
+                }
             }
-            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
         }
     });
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -167,6 +177,7 @@ fn answer(reader: &mut Reader) -> Read {
 /// Serves one subscriber: its events out, its pings answered, until either side ends.
 async fn serve<IO>(
     mut io: IO,
+    early: Bytes,
     state: HttpState,
     filter: Filter,
     last_event_id: Option<String>,
@@ -184,7 +195,22 @@ async fn serve<IO>(
     );
     let mut events = std::pin::pin!(events);
     let mut reader = Reader::default();
+    reader.buf.extend_from_slice(&early);
+    drop(early);
     let mut batch: Vec<Bytes> = Vec::new();
+    // Frames a client sent before it saw the `101`.
+    if !reader.buf.is_empty() {
+        match answer(&mut reader) {
+            Read::Answer(replies) => batch = replies,
+            Read::End(last) => {
+                if let Some(last) = last {
+                    let _ = write_all_vectored(&mut io, &mut [IoSlice::new(&last)], write_timeout)
+                        .await;
+                }
+                return;
+            }
+        }
+    }
     loop {
         let mut received = [0u8; 512];
         let mut ending = false;
@@ -196,9 +222,9 @@ async fn serve<IO>(
                 };
                 reader.buf.extend_from_slice(&received[..n]);
                 match answer(&mut reader) {
-                    Read::Answer(replies) => batch = replies,
+                    Read::Answer(replies) => batch.extend(replies),
                     Read::End(last) => {
-                        batch = last.into_iter().collect();
+                        batch.extend(last);
                         ending = true;
                     }
                 }
