@@ -7,7 +7,6 @@
 
 use crate::{cpu_and_rss, rollout, Cluster};
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,18 +14,14 @@ use tokio::io::AsyncWriteExt;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    #[arg(long, default_value_t = 100)]
-    slices: usize,
-    #[arg(long, default_value_t = 100)]
-    per_slice: usize,
+    #[command(flatten)]
+    service: rollout::Service,
     /// SSE clients that connect and never read.
     #[arg(long, default_value_t = 40)]
     never_reading: usize,
     /// Concurrent `/live` requests.
     #[arg(long, default_value_t = 50)]
     live: usize,
-    #[arg(long, default_value = "target/release/loco-discovery")]
-    gateway_bin: PathBuf,
     /// Keep the gateway running this long at the end (to inspect it, e.g. with `perf`).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     hold: Duration,
@@ -101,18 +96,18 @@ async fn never_reading(addr: &str) -> Result<tokio::net::TcpStream> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let cluster = Cluster::start(&args.gateway_bin, 1)?;
+    let cluster = Cluster::start(&args.service.gateway_bin, 1)?;
     let gateway = cluster.gateways[0].1.clone();
     let addr = gateway.trim_start_matches("http://").to_owned();
     let pid = cluster.pids()[0];
     let slices_url = cluster.slices_url();
-    let total = args.slices * args.per_slice;
+    let total = args.service.slices * args.service.per_slice;
     let http = reqwest::Client::new();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let empty = rss_mib(pid);
-        for s in 0..args.slices {
-            let slice = rollout::slice(s, args.per_slice, rollout::Phase::Old);
+        for s in 0..args.service.slices {
+            let slice = rollout::slice(s, args.service.per_slice, rollout::Phase::Old);
             let response = http.post(&slices_url).json(&slice).send().await?;
             if !response.status().is_success() {
                 bail!("creating slice {s} failed: {}", response.status());
@@ -173,7 +168,7 @@ pub fn run(args: Args) -> Result<()> {
         drop(peak);
 
         drop(stalled);
-        for s in 0..args.slices {
+        for s in 0..args.service.slices {
             http.delete(format!("{slices_url}/emu-roll-{s}"))
                 .send()
                 .await?

@@ -14,17 +14,24 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// A large service on one gateway: `slices` EndpointSlices of `per_slice` endpoints.
+#[derive(clap::Args, Clone)]
+pub struct Service {
+    #[arg(long, default_value_t = 100)]
+    pub slices: usize,
+    #[arg(long, default_value_t = 100)]
+    pub per_slice: usize,
+    #[arg(long, default_value = "target/release/loco-discovery")]
+    pub gateway_bin: PathBuf,
+}
+
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    #[arg(long, default_value_t = 100)]
-    slices: usize,
-    #[arg(long, default_value_t = 100)]
-    per_slice: usize,
+    #[command(flatten)]
+    service: Service,
     /// Give up waiting for the view to converge after this long.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    #[arg(long, default_value = "target/release/loco-discovery")]
-    gateway_bin: PathBuf,
 }
 
 #[derive(Clone, Copy)]
@@ -179,7 +186,8 @@ async fn wait_for(
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(all: Args) -> Result<()> {
+    let args = &all.service;
     let cluster = Cluster::start(&args.gateway_bin, 1)?;
     let gateway = cluster.gateways[0].1.clone();
     let pid = cluster.pids()[0];
@@ -205,7 +213,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         let created_written = created.elapsed();
-        let appeared = wait_for(&mut rx, args.timeout, |(t, r, _)| {
+        let appeared = wait_for(&mut rx, all.timeout, |(t, r, _)| {
             t == total && r == total
         })
         .await?;
@@ -233,7 +241,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         let last_write = Instant::now();
-        let converged = wait_for(&mut rx, args.timeout, |(t, r, n)| {
+        let converged = wait_for(&mut rx, all.timeout, |(t, r, n)| {
             t == total && r == total && n == total
         })
         .await?;

@@ -13,7 +13,6 @@ use super::stream::{jittered, record_delivery, subscriber_stream, Outgoing};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use loco_discovery_core::hub::Frame;
-use loco_discovery_core::rendered::EventHead;
 use std::time::Duration;
 use warp::http::StatusCode;
 
@@ -52,18 +51,10 @@ fn encode(out: &Outgoing) -> Vec<Bytes> {
         Outgoing::Frame(frame) => vec![frame_event(frame)],
         Outgoing::Left { frame, data } => vec![event("InstanceRemoved", data, &frame.id)],
         Outgoing::Snapshot {
-            kind,
-            reason,
-            id,
-            snapshot,
+            kind, id, snapshot, ..
         } => {
-            let head = EventHead {
-                kind,
-                id,
-                reason: *reason,
-            };
             let mut start = format!("event:{kind}\ndata:").into_bytes();
-            start.extend(snapshot.head(Some(head)));
+            start.extend(out.snapshot_head());
             vec![
                 Bytes::from(start),
                 snapshot.view.instances.clone(),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::Stream;
 use loco_discovery_core::hub::{left_view_json, Filter, Frame, Hub, Start, Subscription};
-use loco_discovery_core::rendered::RenderedSnapshot;
+use loco_discovery_core::rendered::{EventHead, RenderedSnapshot};
 use rand::Rng;
 use serde_json::json;
 use std::collections::HashSet;
@@ -77,6 +77,24 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
+    /// A snapshot event's JSON up to its instances (`{"type":…,"instances":`), made for
+    /// this subscriber; empty for anything else.
+    pub fn snapshot_head(&self) -> Vec<u8> {
+        match self {
+            Self::Snapshot {
+                kind,
+                reason,
+                id,
+                snapshot,
+            } => snapshot.head(Some(EventHead {
+                kind,
+                id,
+                reason: *reason,
+            })),
+            _ => Vec::new(),
+        }
+    }
+
     /// The published frame behind it, for the published → socket latency.
     pub fn frame(&self) -> Option<&Arc<Frame>> {
         match self {
@@ -286,7 +304,7 @@ pub fn subscriber_stream(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use futures::StreamExt;
     use loco_discovery_core::hub::HubInfo;
@@ -294,7 +312,7 @@ mod tests {
     use loco_discovery_core::slices::{mk_endpoint, mk_slice};
     use tokio::time::Instant;
 
-    fn hub() -> Arc<Hub> {
+    pub(in crate::http) fn hub() -> Arc<Hub> {
         Arc::new(Hub::new(
             HubInfo {
                 mode: "kubernetes-endpointslices".into(),

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use loco_discovery_core::hub::{Filter, Frame};
-use loco_discovery_core::rendered::EventHead;
 use serde_json::{json, Value};
 use std::io::IoSlice;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -110,17 +109,8 @@ fn encode(out: &Outgoing) -> Vec<Bytes> {
     match out {
         Outgoing::Frame(frame) => vec![frame_message(frame)],
         Outgoing::Left { data, .. } => text_frame(&[data]),
-        Outgoing::Snapshot {
-            kind,
-            reason,
-            id,
-            snapshot,
-        } => {
-            let head = Bytes::from(snapshot.head(Some(EventHead {
-                kind,
-                id,
-                reason: *reason,
-            })));
+        Outgoing::Snapshot { snapshot, .. } => {
+            let head = Bytes::from(out.snapshot_head());
             text_frame(&[&head, &snapshot.view.instances, &Bytes::from_static(b"}")])
         }
         Outgoing::Heartbeat => vec![ws_frames::small_frame(ws_frames::PING, b"heartbeat")],
@@ -269,18 +259,10 @@ mod tests {
     #[test]
     fn a_snapshot_is_one_text_frame_of_the_shared_bytes() {
         use chrono::Utc;
-        use loco_discovery_core::hub::{Hub, HubInfo};
         use loco_discovery_core::index::{EndpointIndex, IndexConfig};
+        use loco_discovery_core::rendered::EventHead;
         use loco_discovery_core::slices::{mk_endpoint, mk_slice};
-        let hub = Hub::new(
-            HubInfo {
-                mode: "kubernetes-endpointslices".into(),
-                namespace: "loco".into(),
-                services: vec!["emu".into()],
-                prefer_zone: None,
-            },
-            Utc::now(),
-        );
+        let hub = crate::http::stream::tests::hub();
         let endpoints = (0..100)
             .map(|n| mk_endpoint(&format!("emu-{n}"), &format!("10.0.0.{n}"), true, false))
             .collect();
