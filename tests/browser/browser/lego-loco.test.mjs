@@ -78,6 +78,15 @@ function whatTheHookReads(envelope) {
   };
 }
 
+/** Waits until the gateway's `/live` shows `pod`'s status as `status` (a write to the
+ * simulated API reaches the gateway through its watch, a moment after the write returns). */
+function liveShows(gatewayUrl, pod, status, timeoutMs = 5000) {
+  return eventually(async () => (await live(gatewayUrl)).instances[pod]?.status === status, {
+    timeoutMs,
+    what: `/live shows instance ${pod} ${status}`,
+  });
+}
+
 /** Waits until the page's latest envelope reads like the gateway's `/live`. */
 function sameAsLive(page, gatewayUrl, what, timeoutMs = 5000) {
   return eventually(async () => {
@@ -115,11 +124,13 @@ test('liveInstances.js hands the hook the envelope of /live, and applies deltas'
   const polls = () => requests.filter((u) => u.includes('/api/instances/live')).length;
   const pollsBefore = polls();
   await patchEndpoints(sim.url, `${SERVICE}-lego1`, nineEndpoints({ 4: { serving: false } }));
+  await liveShows(gateway.url, 4, 'booting');
   let envelope = await sameAsLive(page, gateway.url, 'pod 4 booting', 3000);
   const four = envelope.instances[4];
   assert.deepEqual([four.status, four.ready, four.health.details], ['booting', false, 'not serving']);
   assert.deepEqual(envelope.stats, { total: 9, ready: 8, degraded: 0, notReady: 1 });
   await patchEndpoints(sim.url, `${SERVICE}-lego1`, nineEndpoints({ 4: { serving: false, terminating: true } }));
+  await liveShows(gateway.url, 4, 'degraded');
   envelope = await sameAsLive(page, gateway.url, 'pod 4 terminating', 3000);
   assert.deepEqual(
     [envelope.instances[4].status, envelope.instances[4].state, envelope.instances[4].health.details],
@@ -174,6 +185,7 @@ test('liveInstances.js: stream down → polling /live every 5 s → stream back'
   site.blockStream();
   const downAt = Date.now();
   await patchEndpoints(sim.url, `${SERVICE}-lego3`, nineEndpoints({ 6: { serving: false } }));
+  await liveShows(gateway.url, 6, 'booting');
   const envelope = await sameAsLive(page, gateway.url, 'the change arrives by polling /live', 8000);
   assert.equal(envelope.instances[6].status, 'booting');
   assert.equal(await connection(page), 'fallback');
@@ -189,6 +201,7 @@ test('liveInstances.js: stream down → polling /live every 5 s → stream back'
   await eventually(async () => (await connection(page)) === 'live', { timeoutMs: 20000, what: 'the stream is back' });
   const pollsWhenLive = requests.filter((u) => u.includes('/api/instances/live')).length;
   await patchEndpoints(sim.url, `${SERVICE}-lego3`, nineEndpoints());
+  await liveShows(gateway.url, 6, 'ready');
   await sameAsLive(page, gateway.url, 'deltas flow again', 3000);
   await sleep(5500);
   assert.equal(
