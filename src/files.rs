@@ -16,14 +16,15 @@ use tracing::{info, warn};
 /// Parses the file's text with `parse` at start and whenever it changes, and sends the
 /// result to `inputs` (the discovery loop, or the access check), until `shutdown`. `parse` returns an error message when
 /// the text is refused.
-pub async fn follow_file<T: Send>(
+pub async fn follow_file<T: Send + 'static>(
     path: PathBuf,
     what: &'static str,
     every: Duration,
     shutdown: CancellationToken,
     inputs: mpsc::Sender<T>,
-    mut parse: impl FnMut(&str) -> Result<T, String>,
+    parse: impl Fn(&str) -> Result<T, String> + Send + Sync + 'static,
 ) {
+    let parse = std::sync::Arc::new(parse);
     let mut last_text: Option<String> = None;
     let mut last_error: Option<String> = None;
     let mut ticker = tokio::time::interval(every);
@@ -36,8 +37,10 @@ pub async fn follow_file<T: Send>(
         let result = match tokio::fs::read_to_string(&path).await {
             Err(error) => Err(format!("cannot read {}: {error}", path.display())),
             Ok(text) if last_text.as_ref() == Some(&text) => continue,
-            Ok(text) => match parse(&text) {
-                Ok(input) => {
+            // On the blocking pool: a parser may block (the static file's host names
+            // are resolved), never a runtime thread.
+            Ok(text) => match parsed(&parse, text).await {
+                (text, Ok(input)) => {
                     if inputs.send(input).await.is_err() {
                         return;
                     }
@@ -45,7 +48,7 @@ pub async fn follow_file<T: Send>(
                     last_text = Some(text);
                     Ok(())
                 }
-                Err(error) => {
+                (text, Err(error)) => {
                     last_text = Some(text);
                     Err(format!("{}: {error}", path.display()))
                 }
@@ -66,4 +69,18 @@ pub async fn follow_file<T: Send>(
             Err(_) => {}
         }
     }
+}
+
+/// `parse(text)` on the blocking pool, with the text given back.
+async fn parsed<T: Send + 'static>(
+    parse: &std::sync::Arc<impl Fn(&str) -> Result<T, String> + Send + Sync + 'static>,
+    text: String,
+) -> (String, Result<T, String>) {
+    let parse = parse.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = parse(&text);
+        (text, result)
+    })
+    .await
+    .unwrap_or_else(|error| (String::new(), Err(format!("the parser failed: {error}"))))
 }

@@ -228,6 +228,41 @@ async fn get_json(url: String, headers: &[(&str, &[u8])]) -> (u16, serde_json::V
     (status, body)
 }
 
+/// What the server answers to `request` (sent raw), up to its closing the connection.
+async fn raw_answer(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The stream routes read their request head themselves: a malformed or oversized head
+/// gets the same JSON error as any other bad request, and the connection is closed.
+#[tokio::test]
+async fn a_bad_stream_request_head_gets_a_json_error() {
+    let cluster = SimCluster::start().await;
+    let gateway = Gateway::start(&cluster).await;
+    let malformed = raw_answer(
+        gateway.addr,
+        b"GET /api/instances/stream HTTP/1.1\r\nno colon here\r\n\r\n",
+    )
+    .await;
+    assert!(malformed.starts_with("HTTP/1.1 400 "), "{malformed}");
+    assert!(malformed.contains(r#""code":400"#), "{malformed}");
+    let mut many = b"GET /api/instances/ws HTTP/1.1\r\n".to_vec();
+    for n in 0..100 {
+        many.extend(format!("x-header-{n}: {n}\r\n").into_bytes());
+    }
+    many.extend(b"\r\n");
+    let too_many = raw_answer(gateway.addr, &many).await;
+    assert!(too_many.starts_with("HTTP/1.1 431 "), "{too_many}");
+    assert!(too_many.contains(r#""code":431"#), "{too_many}");
+    // Still served.
+    assert!(gateway.live("").await["instances"].is_array());
+}
+
 #[tokio::test]
 async fn bad_requests_get_a_json_sentence_not_debug_text() {
     let cluster = SimCluster::start().await;

@@ -89,7 +89,7 @@ where
         Err(Refused { reason, answer }) => {
             closed(reason);
             if let Some(answer) = answer {
-                let _ = tokio::time::timeout(limits.write_timeout, stream.write_all(&answer)).await;
+                send_and_close(&mut stream, answer, limits.write_timeout).await;
             }
             return Answered::Done;
         }
@@ -120,15 +120,7 @@ where
     }
     let Some(body) = SharedBody::take(response.extensions_mut()) else {
         // Refused (400, 401, 503, ...): the answer, then close.
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let mut head = response_head(&parts, Framing::Length(body.len()));
-        head.extend_from_slice(&body);
-        let _ = tokio::time::timeout(limits.write_timeout, stream.write_all(&head)).await;
+        send_and_close(&mut stream, response, limits.write_timeout).await;
         return Answered::Done;
     };
     let (parts, ()) = response.map(|_| ()).into_parts();
@@ -194,10 +186,27 @@ impl Streaming {
     }
 }
 
+/// Sends a whole response (with `content-length`) and closes the connection.
+async fn send_and_close(
+    stream: &mut TcpStream,
+    response: warp::reply::Response,
+    write_timeout: Duration,
+) {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut answer = response_head(&parts, Framing::Length(body.len()));
+    answer.extend_from_slice(&body);
+    let _ = tokio::time::timeout(write_timeout, stream.write_all(&answer)).await;
+}
+
 /// Why the head was not answered by the routes, and the answer to send, if any.
 struct Refused {
     reason: &'static str,
-    answer: Option<Vec<u8>>,
+    answer: Option<warp::reply::Response>,
 }
 
 impl Refused {
@@ -210,19 +219,9 @@ impl Refused {
 
     /// A protocol error, answered with `status` and a JSON sentence like every error.
     fn bad(status: http::StatusCode, message: &str) -> Self {
-        let body = serde_json::json!({"error": message, "code": status.as_u16()}).to_string();
-        let parts = http::Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(())
-            .expect("a valid response")
-            .into_parts()
-            .0;
-        let mut answer = response_head(&parts, Framing::Length(body.len()));
-        answer.extend_from_slice(body.as_bytes());
         Self {
             reason: "protocol_error",
-            answer: Some(answer),
+            answer: Some(super::reply::error_reply(status, message)),
         }
     }
 }
@@ -387,13 +386,19 @@ async fn write_batch(
     write_timeout: Duration,
 ) -> Result<(), &'static str> {
     let len: usize = pieces.iter().map(|p| p.len()).sum();
-    let size_line = format!("{len:x}\r\n");
+    let mut size_line = [0u8; 20];
+    let size_len = {
+        use std::io::Write as _;
+        let mut rest = &mut size_line[..];
+        write!(rest, "{len:x}\r\n").expect("20 bytes hold a hex usize");
+        20 - rest.len()
+    };
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(pieces.len() + 3);
     if let Some(head) = &head {
         slices.push(IoSlice::new(head));
     }
     if chunked {
-        slices.push(IoSlice::new(size_line.as_bytes()));
+        slices.push(IoSlice::new(&size_line[..size_len]));
     }
     slices.extend(pieces.iter().map(|p| IoSlice::new(p)));
     if chunked {

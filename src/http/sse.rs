@@ -9,7 +9,7 @@ use super::query::parse_stream_query;
 use super::reply::{error_reply, too_many_subscribers};
 use super::shared_body::SharedBody;
 use super::state::HttpState;
-use super::stream::{jittered, record_delivery, subscriber_stream, Outgoing};
+use super::stream::{jittered, record_delivery, subscriber_stream, Outgoing, Pieces};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use loco_discovery_core::hub::Frame;
@@ -46,10 +46,10 @@ fn retry_line(retry: Duration) -> String {
 }
 
 /// The bytes of one outgoing item, in pieces that are sent as they are.
-fn encode(out: &Outgoing) -> Vec<Bytes> {
+fn encode(out: &Outgoing) -> Pieces {
     match out {
-        Outgoing::Frame(frame) => vec![frame_event(frame)],
-        Outgoing::Left { frame, data } => vec![event("InstanceRemoved", data, &frame.id)],
+        Outgoing::Frame(frame) => frame_event(frame).into(),
+        Outgoing::Left { frame, data } => event("InstanceRemoved", data, &frame.id).into(),
         Outgoing::Snapshot {
             kind, id, snapshot, ..
         } => {
@@ -60,8 +60,9 @@ fn encode(out: &Outgoing) -> Vec<Bytes> {
                 snapshot.view.instances.clone(),
                 Bytes::from(format!("}}\nid:{id}\n\n")),
             ]
+            .into()
         }
-        Outgoing::Heartbeat => vec![Bytes::from_static(b":heartbeat\n\n")],
+        Outgoing::Heartbeat => Bytes::from_static(b":heartbeat\n\n").into(),
         Outgoing::Reconnect { retry, data } => {
             let mut end = b"\n".to_vec();
             end.extend(retry_line(*retry).into_bytes());
@@ -71,6 +72,7 @@ fn encode(out: &Outgoing) -> Vec<Bytes> {
                 data.clone(),
                 Bytes::from(end),
             ]
+            .into()
         }
     }
 }
@@ -132,6 +134,7 @@ mod tests {
             retry: Duration::from_millis(2500),
             data: Bytes::from_static(b"{}"),
         })
+        .collect::<Vec<_>>()
         .concat();
         assert_eq!(reconnect, b"event:reconnect\ndata:{}\nretry:2500\n\n");
     }

@@ -104,6 +104,36 @@ impl Outgoing {
     }
 }
 
+/// The bytes of one outgoing item as a transport encoded it, in pieces sent as they are.
+/// A published delta is one shared piece: no allocation per subscriber for it.
+pub enum Pieces {
+    One(Option<Bytes>),
+    Many(std::vec::IntoIter<Bytes>),
+}
+
+impl From<Bytes> for Pieces {
+    fn from(piece: Bytes) -> Self {
+        Self::One(Some(piece))
+    }
+}
+
+impl From<Vec<Bytes>> for Pieces {
+    fn from(pieces: Vec<Bytes>) -> Self {
+        Self::Many(pieces.into_iter())
+    }
+}
+
+impl Iterator for Pieces {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        match self {
+            Self::One(piece) => piece.take(),
+            Self::Many(pieces) => pieces.next(),
+        }
+    }
+}
+
 /// Counts live subscribers per transport, and refuses them past the cap.
 #[derive(Debug, Default)]
 pub struct SubscriberCount {

@@ -7,7 +7,7 @@ use super::query::parse_stream_query;
 use super::reply::{error_reply, too_many_subscribers};
 use super::server::{PendingUpgrade, Upgrade};
 use super::state::HttpState;
-use super::stream::{record_delivery, subscriber_stream, Outgoing, SubscriberSlot};
+use super::stream::{record_delivery, subscriber_stream, Outgoing, Pieces, SubscriberSlot};
 use super::ws_frames::{self, ClientMessage, Reader, Violation};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -105,19 +105,19 @@ fn text_frame(parts: &[&Bytes]) -> Vec<Bytes> {
 }
 
 /// The bytes of one outgoing item.
-fn encode(out: &Outgoing) -> Vec<Bytes> {
+fn encode(out: &Outgoing) -> Pieces {
     match out {
-        Outgoing::Frame(frame) => vec![frame_message(frame)],
-        Outgoing::Left { data, .. } => text_frame(&[data]),
+        Outgoing::Frame(frame) => frame_message(frame).into(),
+        Outgoing::Left { data, .. } => text_frame(&[data]).into(),
         Outgoing::Snapshot { snapshot, .. } => {
             let head = Bytes::from(out.snapshot_head());
-            text_frame(&[&head, &snapshot.view.instances, &Bytes::from_static(b"}")])
+            text_frame(&[&head, &snapshot.view.instances, &Bytes::from_static(b"}")]).into()
         }
-        Outgoing::Heartbeat => vec![ws_frames::small_frame(ws_frames::PING, b"heartbeat")],
+        Outgoing::Heartbeat => ws_frames::small_frame(ws_frames::PING, b"heartbeat").into(),
         Outgoing::Reconnect { data, .. } => {
             let mut out = text_frame(&[data]);
             out.push(ws_frames::close_frame(1012, "service restart"));
-            out
+            out.into()
         }
     }
 }
@@ -276,7 +276,7 @@ mod tests {
             id: "5.100".into(),
             snapshot: snapshot.clone(),
         };
-        let pieces = encode(&out);
+        let pieces: Vec<Bytes> = encode(&out).collect();
         assert!(
             pieces
                 .iter()
